@@ -1,0 +1,999 @@
+"""GRU4Rec: session-based recommendation with recurrent neural networks.
+
+A faithful implementation of Hidasi et al., "Session-based Recommendations with Recurrent Neural
+Networks" (ICLR 2016) and Hidasi & Karatzoglou, "Recurrent Neural Networks with Top-k Gains for
+Session-based Recommendations" (CIKM 2018), written as a PyTensor graph and compiled with JAX.
+The behaviour reference is SPEC.md; section numbers in comments (``SPEC §n``) point into it.
+"""
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from difflib import get_close_matches
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.mode import Mode, get_mode
+from pytensor.link.jax.linker import JAXLinker
+from tqdm.auto import tqdm
+
+import sessiondata
+
+__version__ = "0.1.0"
+FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+FLOATX = "float32"
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a model is used before `fit` (or `load`)."""
+
+
+class ModelFitError(RuntimeError):
+    """Raised when training diverges (a non-finite loss)."""
+
+
+# ---------------------------------------------------------------- activations and losses
+def _elementwise_activation(name):
+    """Return f(x) for an activation name such as 'tanh', 'leaky-0.01', 'elu-1', 'selu-1.05-1.67'."""
+    parts = name.split("-")
+    try:
+        consts = [float(p) for p in parts[1:]]
+    except ValueError:
+        consts = None
+    base, n_consts = parts[0], {"linear": 0, "relu": 0, "tanh": 0, "leaky": 1, "elu": 1, "selu": 2}
+    if base not in n_consts or consts is None or len(consts) != n_consts[base]:
+        raise ValueError(f"unknown activation {name!r}; use linear, relu, tanh, leaky-X, elu-X or "
+                         "selu-X-Y (softmax and softmax_logit only as final_act)")
+    if base == "linear":
+        return lambda x: x
+    if base == "relu":
+        return lambda x: pt.maximum(x, 0)
+    if base == "tanh":
+        return pt.tanh
+    if base == "leaky":
+        return lambda x: pt.switch(x >= 0, x, consts[0] * x)
+    if base == "elu":  # x if x >= 0 else a * (e^x - 1); expm1 of min(x, 0) keeps the unused branch finite
+        return lambda x: pt.switch(x >= 0, x, consts[0] * pt.expm1(pt.minimum(x, 0)))
+    return lambda x: consts[0] * pt.switch(x >= 0, x, consts[1] * pt.expm1(pt.minimum(x, 0)))
+
+
+def _masked_softmax(scores, mask):
+    """Row softmax over the columns where `mask` is true; masked columns get exactly 0."""
+    shifted = scores - pt.max(pt.switch(mask, scores, -np.inf), axis=1, keepdims=True)
+    e = pt.switch(mask, pt.exp(pt.minimum(shifted, 0)), 0)
+    return e / pt.sum(e, axis=1, keepdims=True)
+
+
+def _smoothed(nll_pos, nll_all, col_mask, smoothing):
+    """(1 - e*n/(n-1)) * nll_ii + e/(n-1) * sum_j nll_ij with n valid columns (SPEC §5)."""
+    if not smoothing:
+        return nll_pos
+    n = pt.sum(col_mask, axis=1).astype(FLOATX)
+    spread = pt.sum(pt.switch(col_mask, nll_all, 0), axis=1)
+    return (1 - smoothing * n / (n - 1)) * nll_pos + smoothing / (n - 1) * spread
+
+
+def cross_entropy(scores, pos, col_mask, smoothing=0.0):
+    """-log(p_ii + 1e-24), p = softmax of the row over its valid columns (final_act softmax)."""
+    probs = _masked_softmax(scores, col_mask)
+    nll_all = -pt.log(probs + 1e-24)
+    return _smoothed(pt.sum(pt.switch(pos, nll_all, 0), axis=1), nll_all, col_mask, smoothing)
+
+
+def xe_logit(scores, pos, col_mask, smoothing=0.0):
+    """Cross-entropy from logits: -(r_ii - logsumexp_j r_ij), computed stably (final_act softmax_logit)."""
+    row_max = pt.max(pt.switch(col_mask, scores, -np.inf), axis=1, keepdims=True)
+    shifted = scores - row_max
+    log_norm = pt.log(pt.sum(pt.switch(col_mask, pt.exp(pt.minimum(shifted, 0)), 0), axis=1, keepdims=True))
+    nll_all = log_norm - shifted
+    return _smoothed(pt.sum(pt.switch(pos, nll_all, 0), axis=1), nll_all, col_mask, smoothing)
+
+
+def _positive(scores, pos):
+    return pt.sum(pt.switch(pos, scores, 0), axis=1, keepdims=True)  # (B, 1): r_ii
+
+
+def _masked_mean(values, mask):
+    return pt.sum(pt.switch(mask, values, 0), axis=1) / pt.sum(mask, axis=1).astype(FLOATX)
+
+
+def bpr(scores, pos, neg_mask):
+    """mean_j -log sigmoid(r_ii - r_ij) over the negatives j (softplus form, same value, stable)."""
+    return _masked_mean(pt.softplus(scores - _positive(scores, pos)), neg_mask)
+
+
+def top1(scores, pos, neg_mask):
+    """mean_j [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)] over the negatives j."""
+    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), neg_mask)
+
+
+def top1_max(scores, pos, neg_mask):
+    """sum_j s_ij [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)], s = softmax over the negatives."""
+    weights = _masked_softmax(scores, neg_mask)
+    terms = pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2)
+    return pt.sum(weights * terms, axis=1)
+
+
+def bpr_max(scores, pos, neg_mask, bpreg=1.0):
+    """-log(sum_j s_ij sigmoid(r_ii - r_ij) + 1e-24) + bpreg * sum_j s_ij r_ij^2."""
+    weights = _masked_softmax(scores, neg_mask)
+    hit = pt.sum(weights * pt.sigmoid(_positive(scores, pos) - scores), axis=1)
+    return -pt.log(hit + 1e-24) + bpreg * pt.sum(weights * scores ** 2, axis=1)
+
+
+LOSSES = {"cross-entropy": "softmax", "xe_logit": "softmax_logit", "bpr": None, "top1": None,
+          "top1-max": None, "bpr-max": None}  # loss -> the final_act it requires (None: elementwise)
+
+
+def loss_rows(loss, scores, pos, col_mask, smoothing=0.0, bpreg=1.0):
+    """Per-row loss (B,) of a score matrix with the positives at `pos` (SPEC §5)."""
+    neg_mask = col_mask & ~pos
+    if loss == "cross-entropy":
+        return cross_entropy(scores, pos, col_mask, smoothing)
+    if loss == "xe_logit":
+        return xe_logit(scores, pos, col_mask, smoothing)
+    if loss == "bpr-max":
+        return bpr_max(scores, pos, neg_mask, bpreg)
+    return {"bpr": bpr, "top1": top1, "top1-max": top1_max}[loss](scores, pos, neg_mask)
+
+
+# ---------------------------------------------------------------- GRU step
+def gru_step(x_proj, hidden, Wh, hidden_act):
+    """One GRU layer step (SPEC §2), input projection x.Wx + b precomputed as `x_proj` (B, 3h).
+
+    r = sigmoid(x Wr + h Ur + br), z = sigmoid(x Wz + h Uz + bz),
+    h~ = hidden_act(x Wh + (r * h) Uh + bh), h' = (1 - z) * h + z * h~.
+    The reset gate acts on h before the product with Uh (not after, as in some library cells).
+    """
+    n_hidden = Wh.type.shape[0]  # static, so that the slices below are static for JAX
+    Wh_rz, Wh_h = Wh[:, : 2 * n_hidden], Wh[:, 2 * n_hidden:]
+    gates = pt.sigmoid(x_proj[:, : 2 * n_hidden] + hidden @ Wh_rz)
+    reset_gate, update_gate = gates[:, :n_hidden], gates[:, n_hidden:]
+    candidate = hidden_act(x_proj[:, 2 * n_hidden:] + (reset_gate * hidden) @ Wh_h)
+    return (1 - update_gate) * hidden + update_gate * candidate
+
+
+def dropout(x, p, rng, shape):
+    """Inverted dropout with a static `shape` (JAX needs one); returns (next_rng, x_dropped)."""
+    if not p:
+        return rng, x
+    next_rng, keep = pt.random.uniform(size=shape, rng=rng).owner.outputs
+    return next_rng, pt.switch(keep >= p, x / np.float32(1 - p), 0).astype(FLOATX)
+
+
+# ---------------------------------------------------------------- optimisers
+OPTIMIZER_DEFAULTS = {
+    "adagrad": {"epsilon": 1e-6},
+    "rmsprop": {"decay": 0.9, "epsilon": 1e-6},
+    "adadelta": {"decay": 0.95, "epsilon": 1e-6},
+    "adam": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    None: {},
+}
+OPTIMIZER_STATES = {"adagrad": ("acc",), "rmsprop": ("acc",), "adadelta": ("acc", "acc_delta"),
+                    "adam": ("m", "v"), None: ()}
+
+
+def optimizer_step(adapt, consts, grad, states, learning_rate, step):
+    """Return (update u, new states) for one parameter (dense or gathered rows), elementwise.
+
+    adagrad: acc += g^2; u = -lr g / sqrt(acc + eps)
+    rmsprop: acc = d acc + (1-d) g^2; u = -lr g / sqrt(acc + eps)
+    adadelta: acc = d acc + (1-d) g^2; dx = g sqrt(acc_delta + eps) / sqrt(acc + eps);
+              acc_delta = d acc_delta + (1-d) dx^2; u = -lr dx
+    adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; u = -lr m^ / (sqrt(v^) + eps), bias-corrected by step
+    None (SGD): u = -lr g
+    """
+    eps = consts.get("epsilon", 0.0)
+    if adapt is None:
+        return -learning_rate * grad, []
+    if adapt in ("adagrad", "rmsprop"):
+        acc = states[0] + grad ** 2 if adapt == "adagrad" else consts["decay"] * states[0] + (1 - consts["decay"]) * grad ** 2
+        return -learning_rate * grad / pt.sqrt(acc + eps), [acc]
+    if adapt == "adadelta":
+        decay = consts["decay"]
+        acc = decay * states[0] + (1 - decay) * grad ** 2
+        delta = grad * pt.sqrt(states[1] + eps) / pt.sqrt(acc + eps)
+        return -learning_rate * delta, [acc, decay * states[1] + (1 - decay) * delta ** 2]
+    b1, b2 = consts["beta1"], consts["beta2"]
+    m = b1 * states[0] + (1 - b1) * grad
+    v = b2 * states[1] + (1 - b2) * grad ** 2
+    m_hat, v_hat = m / (1 - b1 ** step), v / (1 - b2 ** step)
+    return -learning_rate * m_hat / (pt.sqrt(v_hat) + eps), [m, v]
+
+
+def apply_update(param, update, velocity, momentum):
+    """New (param, velocity): classical momentum on the scaled step (SPEC §6), else p + u."""
+    if velocity is None:
+        return param + update, None
+    velocity = momentum * velocity + update
+    return param + velocity, velocity
+
+
+# ---------------------------------------------------------------- compilation helpers
+class DonatingJAXLinker(JAXLinker):
+    """PyTensor's JAX linker, jitting with the updated shared inputs donated to XLA.
+
+    The stock linker makes XLA copy every updated shared variable (the whole item matrix and its
+    optimiser state) on each call; donating them lets the updates happen in place (DESIGN.md).
+    Consequence: an array read with ``get_value(borrow=True)`` is invalid after the next call.
+    """
+
+    def jit_compile(self, fn):
+        import jax
+
+        updated = set((self.fgraph.update_mapping or {}).values()) - set(self.scalar_shape_inputs)
+        return jax.jit(fn, static_argnums=self.scalar_shape_inputs, donate_argnums=tuple(sorted(updated)))
+
+
+def float32_graph(method):
+    """Build the decorated graph with floatX=float32, so that Python scalars do not upcast."""
+    def wrapper(*args, **kwargs):
+        with pytensor.config.change_flags(floatX=FLOATX):
+            return method(*args, **kwargs)
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
+def _compile(inputs, outputs, updates=None, donate=True):
+    """Compile with the JAX linker (donating updated buffers) and float32 as floatX."""
+    base = get_mode("JAX")
+    mode = Mode(linker=DonatingJAXLinker() if donate else JAXLinker(), optimizer=base.optimizer)
+    with warnings.catch_warnings():  # the JAX linker works on a copy of shared RNGs: intended here
+        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
+        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
+    fn.trust_input = True  # inputs are built by this module with the right dtypes
+    return fn
+
+
+def _device_put(value, device):
+    import jax
+
+    return jax.device_put(np.asarray(value), device)
+
+
+def _shared(value, name, device):
+    """A shared variable whose storage already lives on `device` (set_value would copy it to numpy)."""
+    value = np.asarray(value)
+    var = pytensor.shared(value, name=name, shape=value.shape)  # static shapes: static slices for JAX
+    var.container.storage[0] = _device_put(value, device)
+    return var
+
+
+def _set_shared(var, value, device):
+    var.container.storage[0] = _device_put(value, device)
+
+
+def resolve_device(device):
+    """Map None / 'cpu' / 'gpu' / 'cuda' to a JAX device; ValueError if it is not available."""
+    import jax
+
+    if device is None:
+        return jax.devices()[0]
+    platform = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}.get(str(device).lower())
+    if platform is None:
+        raise ValueError(f"device={device!r} is not one of None, 'cpu', 'gpu', 'cuda'")
+    try:
+        return jax.devices(platform)[0]
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} requested but JAX finds none ({err}); "
+                         f"available: {[str(d) for d in jax.devices()]}") from None
+
+
+class SampleStore:
+    """Negative samples drawn in advance (SPEC §4), consumed one row per training step.
+
+    Item i is drawn with probability proportional to support_i ** alpha, with replacement. The
+    store holds ``store_size // n_sample`` rows; with fewer than 2 rows, every call draws fresh rows.
+    The store is refilled when the next call would run past its end (up to K-1 rows early: the
+    rows are i.i.d., so this changes which draws are used, not their distribution).
+    """
+
+    def __init__(self, support, alpha, n_sample, store_size, steps_per_call, rng):
+        weights = np.asarray(support, dtype=np.float64) ** alpha
+        self.cumulative = np.cumsum(weights / weights.sum())
+        self.n_sample, self.rng, self.steps_per_call = n_sample, rng, steps_per_call
+        n_rows = store_size // n_sample if n_sample else 0
+        self.n_rows = n_rows if n_rows < 2 else max(n_rows, steps_per_call)  # one call must fit
+        self.cursor = self.n_rows  # empty until the first call
+
+    @property
+    def shape(self):
+        return (self.n_rows if self.n_rows >= 2 else self.steps_per_call, self.n_sample)
+
+    def draw(self, n_rows):
+        u = self.rng.random(n_rows * self.n_sample) * self.cumulative[-1]
+        idx = np.searchsorted(self.cumulative, u, side="right")
+        return np.minimum(idx, len(self.cumulative) - 1).astype(np.int32).reshape(n_rows, self.n_sample)
+
+    def rows_for(self, step_active):
+        """Row index per step (K,) and a new store array when one had to be drawn (else None)."""
+        n_used = int(step_active.sum())
+        fresh = None
+        if self.n_rows < 2:
+            fresh, self.cursor = self.draw(len(step_active)), 0
+        elif self.cursor + n_used > self.n_rows:
+            fresh, self.cursor = self.draw(self.n_rows), 0
+        rows = np.where(step_active, self.cursor + np.cumsum(step_active) - 1, 0).astype(np.int32)
+        self.cursor += n_used if self.n_rows >= 2 else 0
+        return rows, fresh
+
+
+# ---------------------------------------------------------------- the model
+PARAM_DEFAULTS = dict(
+    loss="bpr-max", final_act="linear", hidden_act="tanh", layers=(100,), n_epochs=10, batch_size=32,
+    dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0, lmbd=0.0, embedding=0,
+    constrained_embedding=False, n_sample=2048, sample_alpha=0.75, smoothing=0.0, bpreg=1.0, logq=0.0,
+    sample_store=10_000_000, init_as_normal=False, sigma=0.0, adapt="adagrad", adapt_params=None,
+    grad_cap=0.0, train_random_order=False, time_sort=True, steps_per_call=64, seed=42, device=None,
+    show_progress=True, session_key="SessionId", item_key="ItemId", time_key="Time",
+)
+
+
+class _Config:
+    """Checked, derived hyperparameters (built by `GRU4Rec._check_params`; never stored by __init__)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _check(condition, name, value, expected):
+    if not condition:
+        raise ValueError(f"{name}={value!r} is invalid: expected {expected}")
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class GRU4Rec:
+    """GRU4Rec session-based recommender (Hidasi et al. 2016; Hidasi & Karatzoglou 2018).
+
+    Parameters
+    ----------
+    loss : str, default 'bpr-max'
+        'cross-entropy' (needs final_act='softmax'), 'xe_logit' (needs final_act='softmax_logit'),
+        'bpr-max', 'top1-max', 'bpr', 'top1'. Use cross-entropy or bpr-max (with final_act elu-0.5,
+        elu-1 or linear); bpr and top1 suffer from vanishing gradients.
+    final_act : str, default 'linear'
+        Activation of the scores: 'linear', 'relu', 'tanh', 'leaky-X', 'elu-X', 'selu-X-Y',
+        'softmax' (with cross-entropy), 'softmax_logit' (with xe_logit).
+    hidden_act : str, default 'tanh'
+        Activation of the GRU candidate state (the gates are always sigmoid).
+    layers : tuple of int, default (100,)
+        Hidden units of each stacked GRU layer.
+    n_epochs : int, default 10
+        Passes over the training data.
+    batch_size : int, default 32
+        Number of session-parallel slots (mini-batch size).
+    dropout_p_embed : float, default 0.0
+        Dropout on the input vector (separate or shared embedding).
+    dropout_p_hidden : float, default 0.0
+        Dropout on every GRU layer's output; the dropped-out vector is carried as hidden state.
+    learning_rate : float, default 0.1
+    momentum : float, default 0.0
+        Classical momentum on the optimiser's scaled step (0 disables it).
+    lmbd : float, default 0.0
+        L2 regularisation: lmbd * p is added to the gradient of every dense parameter and of every
+        item row touched in the step (SPEC is silent on the form; this is the weight-decay form).
+    embedding : int or 'layersize', default 0
+        0: no embedding, the first layer's input weights are indexed by item (one-hot input);
+        k > 0: a separate item embedding of size k; 'layersize': k = layers[0].
+    constrained_embedding : bool, default False
+        Shared embedding: the input vector is the item's row of the output matrix Wy
+        (``embedding`` is then ignored). Usually the most accurate choice.
+    n_sample : int, default 2048
+        Extra negative samples per mini-batch, shared by its rows (0: in-batch negatives only).
+    sample_alpha : float, default 0.75
+        Sampling probability proportional to support ** sample_alpha (1 popularity, 0 uniform).
+    smoothing : float, default 0.0
+        Label smoothing for cross-entropy / xe_logit.
+    bpreg : float, default 1.0
+        Score regularisation of bpr-max.
+    logq : float, default 0.0
+        LogQ correction strength in [0, 1] (training only; meant for cross-entropy).
+    sample_store : int, default 10_000_000
+        Negative ids drawn in advance (sample_store // n_sample rows); under 2 rows: draw per step.
+    init_as_normal : bool, default False
+        Draw weights from N(0, s) instead of U[-s, s], s = sqrt(6 / (rows + cols)) per block.
+    sigma : float, default 0.0
+        If > 0, use it as s for every weight block.
+    adapt : {'adagrad', 'rmsprop', 'adadelta', 'adam', None}, default 'adagrad'
+        Optimiser; None is plain SGD.
+    adapt_params : dict or None, default None
+        Optimiser constants overriding ``OPTIMIZER_DEFAULTS`` (e.g. {'decay': 0.9, 'epsilon': 1e-6}).
+    grad_cap : float, default 0.0
+        If > 0, rescale the gradient when its global norm exceeds it.
+    train_random_order : bool, default False
+        Visit sessions in a fresh random order each epoch (overrides time_sort).
+    time_sort : bool, default True
+        Visit sessions by the time of their first event (else by session id).
+    steps_per_call : int, default 64
+        Mini-batches run per compiled call through ``scan`` (K). A speed knob: results equal K=1,
+        except that negatives are redrawn up to K-1 steps early when the sample store runs out.
+    seed : int or None, default 42
+        Seeds initialisation, session order, negative sampling and dropout. None: fresh entropy.
+    device : {None, 'cpu', 'gpu', 'cuda'}, default None
+        Compute device; None uses JAX's default (a GPU when JAX sees one).
+    show_progress : bool, default True
+        Show a tqdm progress bar per epoch.
+    session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
+        Column names of the event data.
+
+    Attributes
+    ----------
+    item_ids_ : ndarray
+        Item id of each item index (the columns of score matrices).
+    n_items_ : int
+    epoch_losses_ : list of float
+        Mean training loss of each epoch of the last `fit`.
+
+    Examples
+    --------
+    >>> import synthetic
+    >>> train = synthetic.generate_sessions(n_sessions=500, n_items=50, seed=1)
+    >>> model = GRU4Rec(layers=(32,), n_epochs=1, n_sample=16, show_progress=False).fit(train)
+    >>> model.n_items_
+    50
+    """
+
+    def __init__(self, loss="bpr-max", final_act="linear", hidden_act="tanh", layers=(100,), n_epochs=10,
+                 batch_size=32, dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0,
+                 lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
+                 smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
+                 adapt="adagrad", adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
+                 steps_per_call=64, seed=42, device=None, show_progress=True, session_key="SessionId",
+                 item_key="ItemId", time_key="Time"):
+        for name, value in locals().items():
+            if name != "self":
+                setattr(self, name, value)
+
+    # -- parameters -------------------------------------------------------------------------
+    def get_params(self, deep=True):
+        """Constructor parameters as a dict (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in PARAM_DEFAULTS}
+
+    def set_params(self, **params):
+        """Set constructor parameters; unknown names raise ValueError. Returns self."""
+        for name, value in params.items():
+            if name not in PARAM_DEFAULTS:
+                close = get_close_matches(name, PARAM_DEFAULTS, n=3)
+                raise ValueError(f"unknown parameter {name!r}" + (f"; did you mean {close}?" if close else ""))
+            setattr(self, name, value)
+        return self
+
+    def _check_params(self):
+        """Validate every parameter; return a `_Config` with derived values (names, functions)."""
+        p = self.get_params()
+        _check(p["loss"] in LOSSES, "loss", p["loss"], f"one of {list(LOSSES)}")
+        required = LOSSES[p["loss"]]
+        if required is not None or p["final_act"] in ("softmax", "softmax_logit"):
+            _check(p["final_act"] == required, "final_act", p["final_act"],
+                   f"{required!r} with loss={p['loss']!r}" if required else
+                   f"an elementwise activation with loss={p['loss']!r} (softmax goes with cross-entropy)")
+        else:
+            _elementwise_activation(p["final_act"])
+        _elementwise_activation(p["hidden_act"])
+        layers = p["layers"]
+        layers = (layers,) if _is_int(layers) else layers
+        _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(_is_int(h) and h > 0 for h in layers),
+               "layers", p["layers"], "a non-empty tuple of positive ints, e.g. (100,)")
+        for name in ("n_epochs", "batch_size", "steps_per_call"):
+            _check(_is_int(p[name]) and p[name] >= 1, name, p[name], "a positive int")
+        for name in ("n_sample", "sample_store"):
+            _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
+        for name in ("dropout_p_embed", "dropout_p_hidden", "momentum", "smoothing"):
+            _check(_is_real(p[name]) and 0 <= p[name] < 1, name, p[name], "a number in [0, 1)")
+        _check(_is_real(p["logq"]) and 0 <= p["logq"] <= 1, "logq", p["logq"], "a number in [0, 1]")
+        _check(_is_real(p["learning_rate"]) and p["learning_rate"] > 0, "learning_rate", p["learning_rate"], "> 0")
+        for name in ("lmbd", "bpreg", "sigma", "grad_cap"):
+            _check(_is_real(p[name]) and p[name] >= 0, name, p[name], "a number >= 0")
+        _check(_is_real(p["sample_alpha"]), "sample_alpha", p["sample_alpha"], "a number")
+        _check(not p["smoothing"] or p["loss"] in ("cross-entropy", "xe_logit"), "smoothing", p["smoothing"],
+               "0 unless loss is cross-entropy or xe_logit")
+        emb = p["embedding"]
+        _check(emb == "layersize" or (_is_int(emb) and emb >= 0), "embedding", emb, "an int >= 0 or 'layersize'")
+        _check(p["adapt"] in OPTIMIZER_DEFAULTS, "adapt", p["adapt"], f"one of {list(OPTIMIZER_DEFAULTS)}")
+        consts = dict(OPTIMIZER_DEFAULTS[p["adapt"]])
+        extra = p["adapt_params"] or {}
+        _check(isinstance(extra, dict) and set(extra) <= set(consts), "adapt_params", extra,
+               f"a dict with keys among {sorted(consts)} for adapt={p['adapt']!r}")
+        consts.update({k: float(v) for k, v in extra.items()})
+        _check(p["seed"] is None or _is_int(p["seed"]), "seed", p["seed"], "an int or None")
+        for name in ("session_key", "item_key", "time_key"):
+            _check(isinstance(p[name], str), name, p[name], "a column name (str)")
+        if p["constrained_embedding"]:
+            mode, emb_size = "shared", layers[-1]
+        elif emb:
+            mode, emb_size = "separate", layers[0] if emb == "layersize" else int(emb)
+        else:
+            mode, emb_size = "none", 0
+        return _Config(**{**p, "layers": tuple(int(h) for h in layers), "mode": mode, "emb_size": emb_size,
+                          "adapt_consts": consts, "device": resolve_device(p["device"])})
+
+    # -- weights ----------------------------------------------------------------------------
+    def _param_shapes(self, cfg, n_items):
+        """name -> (shape, number of column blocks); item-indexed (sparse) names in `_sparse_names`."""
+        h = cfg.layers
+        shapes = {}
+        if cfg.mode == "none":
+            shapes["Wx_0"] = ((n_items, 3 * h[0]), 3)
+        else:
+            if cfg.mode == "separate":
+                shapes["E"] = ((n_items, cfg.emb_size), 1)
+            shapes["Wx_0"] = ((cfg.emb_size, 3 * h[0]), 3)
+        for layer in range(1, len(h)):
+            shapes[f"Wx_{layer}"] = ((h[layer - 1], 3 * h[layer]), 3)
+        for layer in range(len(h)):
+            shapes[f"Wh_{layer}"] = ((h[layer], 3 * h[layer]), 3)
+            shapes[f"Bh_{layer}"] = ((3 * h[layer],), 0)
+        shapes["Wy"] = ((n_items, h[-1]), 1)
+        shapes["By"] = ((n_items,), 0)
+        return shapes
+
+    @staticmethod
+    def _sparse_names(cfg):
+        return ["E", "Wy", "By"] if cfg.mode == "separate" else ["Wx_0", "Wy", "By"] if cfg.mode == "none" else ["Wy", "By"]
+
+    @staticmethod
+    def _init_weight(cfg, shape, n_blocks, rng, n_rows=None):
+        """U[-s, s] (or N(0, s)) per column block, s = sqrt(6 / (rows + cols)) or sigma; zeros for biases.
+
+        `n_rows` draws only that many rows of an item matrix (new items at retrain).
+        """
+        rows = shape[0] if n_rows is None else n_rows
+        if n_blocks == 0:
+            return np.zeros((rows,) + shape[1:], dtype=FLOATX)
+        block_cols = shape[1] // n_blocks
+        scale = cfg.sigma or np.sqrt(6.0 / (shape[0] + block_cols))
+        size = (rows, shape[1])
+        values = rng.normal(0, scale, size) if cfg.init_as_normal else rng.uniform(-scale, scale, size)
+        return values.astype(FLOATX)
+
+    def _new_state(self, cfg, n_items, rng):
+        """Fresh weights, zero optimiser state, velocities and training buffers (numpy)."""
+        state = {}
+        for name, (shape, n_blocks) in self._param_shapes(cfg, n_items).items():
+            state[name] = self._init_weight(cfg, shape, n_blocks, rng)
+            for s in OPTIMIZER_STATES[cfg.adapt]:
+                state[f"{s}/{name}"] = np.zeros(shape, dtype=FLOATX)
+            if cfg.momentum:
+                state[f"velocity/{name}"] = np.zeros(shape, dtype=FLOATX)
+        state["step"] = np.zeros((), dtype=FLOATX)
+        return state
+
+    def _grown_state(self, cfg, n_items, rng):
+        """The fitted state with rows for new items appended (SPEC §8): weights initialised as new,
+        optimiser state and velocity zero. Existing rows and optimiser state are kept (documented in fit)."""
+        old = {name: np.asarray(var.get_value(borrow=True)) for name, var in self._state.items()}
+        shapes = self._param_shapes(cfg, n_items)
+        fresh = self._new_state(cfg, n_items, rng)
+        for name in self._sparse_names(cfg):
+            n_new = n_items - old[name].shape[0]
+            new_rows = self._init_weight(cfg, shapes[name][0], shapes[name][1], rng, n_rows=n_new)
+            old[name] = np.concatenate([old[name], new_rows])
+            for key in fresh:
+                if key.endswith("/" + name):
+                    old[key] = np.concatenate([old[key], fresh[key][old[key].shape[0]:]])
+        missing = set(fresh) - set(old)
+        if missing:
+            raise ValueError(f"cannot retrain: the fitted model has no state {sorted(missing)}; "
+                             "fit with retrain=False after changing adapt or momentum")
+        return {key: old[key] for key in fresh}
+
+    def _check_retrain(self, cfg):
+        self._check_fitted()
+        saved = self._graph_params
+        now = {k: getattr(cfg, k) for k in saved}
+        changed = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+        if changed:
+            raise ValueError(f"cannot retrain after changing {changed} (old, new): these change the "
+                             "weight shapes; fit with retrain=False")
+
+    # -- graph --------------------------------------------------------------------------------
+    @staticmethod
+    def _forward(cfg, weights, x_rows, hidden, rng=None, training=False):
+        """GRU layers from the looked-up input rows; returns (rng, new hidden states per layer).
+
+        With training=True: dropout, and the batch size is cfg.batch_size.
+        """
+        hidden_act = _elementwise_activation(cfg.hidden_act)
+        x, new_hidden = x_rows, []
+        for layer, h in enumerate(hidden):
+            if layer == 0 and cfg.mode == "none":
+                x_proj = x + weights["Bh_0"]  # the looked-up rows of Wx_0 are x . Wx_0 for a one-hot x
+            else:
+                if layer == 0 and training:
+                    rng, x = dropout(x, cfg.dropout_p_embed, rng, (cfg.batch_size, cfg.emb_size))
+                x_proj = x @ weights[f"Wx_{layer}"] + weights[f"Bh_{layer}"]
+            x = gru_step(x_proj, h, weights[f"Wh_{layer}"], hidden_act)
+            if training:
+                # SPEC §2: the dropped-out vector is the one carried as the next hidden state
+                rng, x = dropout(x, cfg.dropout_p_hidden, rng, (cfg.batch_size, cfg.layers[layer]))
+            new_hidden.append(x)
+        return rng, new_hidden
+
+    @staticmethod
+    def _input_name(cfg):
+        return {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg.mode]
+
+    def _train_step(self, cfg, names, batch_size, x_idx, y_idx, reset, active, sample_row, *args):
+        """One session-parallel training step (SPEC §3-6) as the inner function of `scan`."""
+        n_state = len(names)
+        state = dict(zip(names, args[:n_state]))
+        store, log_support, log_support_alpha = args[n_state:]
+        hidden = [state[f"hidden_{i}"] for i in range(len(cfg.layers))]
+        neg = store[sample_row] if cfg.n_sample else None
+        out_idx = pt.concatenate([y_idx, neg]) if cfg.n_sample else y_idx  # (C,) C = B + n_sample
+        col_active = pt.concatenate([active, pt.ones((cfg.n_sample,), dtype="bool")]) if cfg.n_sample else active
+        idx = {"Wy": out_idx, "By": out_idx, self._input_name(cfg): x_idx}
+        touched = {"Wy": col_active, "By": col_active, self._input_name(cfg): active}
+        if cfg.mode == "shared":
+            idx["Wy"], touched["Wy"] = pt.concatenate([x_idx, out_idx]), pt.concatenate([active, col_active])
+        rows = {name: state[name][idx[name]] for name in idx}
+        x_rows = rows["Wy"][:batch_size] if cfg.mode == "shared" else rows[self._input_name(cfg)]
+        hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
+        rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state["rng"], training=True)
+        Wy_out = rows["Wy"][batch_size:] if cfg.mode == "shared" else rows["Wy"]
+        scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
+        if cfg.logq:  # SPEC §4: q = supp for in-batch targets, supp^alpha for sampled columns
+            log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
+            scores = scores - np.float32(cfg.logq) * log_q
+        if LOSSES[cfg.loss] is None:
+            scores = _elementwise_activation(cfg.final_act)(scores)
+        pos = pt.as_tensor_variable(np.eye(batch_size, batch_size + cfg.n_sample, dtype=bool))
+        per_row = loss_rows(cfg.loss, scores, pos, col_active[None, :] & pt.ones((batch_size, 1), dtype="bool"),
+                            cfg.smoothing, cfg.bpreg)
+        loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
+        dense = [n for n in self._param_names if n not in idx]
+        grads = pt.grad(loss, [state[n] for n in dense] + [rows[n] for n in idx])
+        new = self._apply_gradients(cfg, state, dense, dict(zip(dense, grads)), idx, rows,
+                                    dict(zip(idx, grads[len(dense):])), touched, loss, active)
+        new.update({f"hidden_{i}": h for i, h in enumerate(new_hidden)})
+        new["rng"] = rng
+        return [new[n] for n in names] + [loss]
+
+    def _apply_gradients(self, cfg, state, dense, dense_grads, idx, rows, row_grads, touched, loss, active):
+        """Optimiser updates: dense parameters whole, item matrices only on the touched rows (SPEC §6).
+
+        Duplicate rows: each occurrence sees the summed gradient of its row and writes 1/count of the
+        row's change, so a row gets exactly one optimiser step on its summed gradient. A step whose
+        loss or gradient is not finite changes nothing, and neither do the steps after it (`ok`).
+        """
+        buffer, weights = state["buffer"], {}
+        for name in idx:
+            width = 1 if rows[name].ndim == 1 else state[name].type.shape[1]  # static, for JAX slices
+            g = row_grads[name].reshape((idx[name].shape[0], width))
+            ext = pt.concatenate([g, touched[name][:, None].astype(FLOATX)], axis=1)
+            summed = pt.inc_subtensor(buffer[idx[name], : width + 1], ext)
+            gathered = summed[idx[name], : width + 1]
+            buffer = pt.set_subtensor(summed[idx[name], : width + 1], pt.zeros_like(gathered))
+            row_grads[name] = gathered[:, :width].reshape(rows[name].shape)
+            weights[name] = touched[name] / pt.maximum(gathered[:, width], 1)
+        if cfg.lmbd:
+            dense_grads = {n: g + np.float32(cfg.lmbd) * state[n] for n, g in dense_grads.items()}
+            row_grads = {n: g + np.float32(cfg.lmbd) * rows[n] for n, g in row_grads.items()}
+        norm2 = sum(pt.sum(g ** 2) for g in dense_grads.values()) + sum(
+            pt.sum(weights[n].reshape((-1,) + (1,) * (g.ndim - 1)) * g ** 2) for n, g in row_grads.items())
+        if cfg.grad_cap:
+            scale = pt.switch(norm2 > cfg.grad_cap ** 2, np.float32(cfg.grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
+            dense_grads = {n: g * scale for n, g in dense_grads.items()}
+            row_grads = {n: g * scale for n, g in row_grads.items()}
+        ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
+        apply = ok & pt.any(active)  # padded steps at the end of an epoch change nothing
+        step = state["step"] + 1
+        new = {"buffer": buffer, "ok": ok, "step": pt.switch(apply, step, state["step"])}
+        for name in dense:
+            self._optimize(cfg, state, name, dense_grads[name], state[name], step, new,
+                           lambda old, value: pt.switch(apply, value, old))
+        for name in idx:
+            w = (weights[name] * apply).reshape((-1,) + (1,) * (rows[name].ndim - 1))
+            self._optimize(cfg, state, name, row_grads[name], rows[name], step, new,
+                           lambda old, value, name=name, w=w: value - old, idx[name], w)
+        return new
+
+    def _optimize(self, cfg, state, name, grad, param, step, new, combine, idx=None, weight=None):
+        """Write the new value of parameter `name` and its optimiser state into `new`.
+
+        Dense: combine(old, value) is the guarded new value. Rows: combine gives the change, which
+        is scaled by `weight` and added to the touched rows.
+        """
+        keys = [f"{s}/{name}" for s in OPTIMIZER_STATES[cfg.adapt]]
+        gather = (lambda k: state[k]) if idx is None else (lambda k: state[k][idx])
+        update, new_states = optimizer_step(cfg.adapt, cfg.adapt_consts, grad, [gather(k) for k in keys],
+                                            np.float32(cfg.learning_rate), step)
+        velocity_key = f"velocity/{name}"
+        velocity = gather(velocity_key) if cfg.momentum else None
+        value, new_velocity = apply_update(param, update, velocity, np.float32(cfg.momentum))
+        pairs = [(name, param, value)] + list(zip(keys, [gather(k) for k in keys], new_states))
+        if cfg.momentum:
+            pairs.append((velocity_key, velocity, new_velocity))
+        for key, old, val in pairs:
+            if idx is None:
+                new[key] = combine(old, val)
+            else:
+                new[key] = pt.inc_subtensor(state[key][idx], combine(old, val) * weight)
+
+    @float32_graph
+    def _compile_train(self, cfg, support, store_shape):
+        """Compile K training steps per call: scan over the schedule chunk, state carried on device."""
+        K, B = cfg.steps_per_call, cfg.batch_size
+        device = cfg.device
+        n_items = len(support)
+        width = max(self._param_shapes(cfg, n_items)[n][0][1] if len(self._param_shapes(cfg, n_items)[n][0]) > 1
+                    else 1 for n in self._sparse_names(cfg))
+        train_vars = {f"hidden_{i}": _shared(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
+                      for i, h in enumerate(cfg.layers)}
+        train_vars["buffer"] = _shared(np.zeros((n_items, width + 1), FLOATX), "buffer", device)
+        train_vars["ok"] = _shared(np.array(True), "ok", device)
+        train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")
+        self._store_var = _shared(np.zeros(store_shape, np.int32), "sample_store", device)
+        log_support = np.log(support).astype(FLOATX)
+        consts = [self._store_var, _shared(log_support, "log_support", device),
+                  _shared(cfg.sample_alpha * log_support, "log_support_alpha", device)]
+        variables = {**self._state, **train_vars}
+        names = list(variables)
+        seqs = [pt.imatrix("inputs"), pt.imatrix("targets"), pt.matrix("reset", dtype="bool"),
+                pt.matrix("active", dtype="bool"), pt.ivector("sample_rows")]
+        outputs = pytensor.scan(
+            lambda *a: self._train_step(cfg, names, B, *a), sequences=seqs,
+            outputs_info=[variables[n] for n in names] + [None], non_sequences=consts,
+            n_steps=K, strict=True, return_updates=False)
+        updates = {variables[n]: out if n == "rng" else out[-1] for n, out in zip(names, outputs[:-1])}
+        self._train_vars = train_vars
+        return _compile(seqs, outputs[-1], updates)
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, data, retrain=False):
+        """Train on session data (SPEC §3); returns self.
+
+        Parameters
+        ----------
+        data : DataFrame or path
+            Events with the session, item and time columns (TSV/CSV/Parquet/pickle path accepted).
+        retrain : bool, default False
+            Continue training the fitted model on `data` (scikit-learn's warm start, SPEC §8): the
+            weights and the optimiser state (Adagrad accumulators, velocities) are kept, items not
+            seen before get new rows initialised as at the start, and sampling popularity is rebuilt
+            from `data` (items absent from it keep a support of 1). Shape-changing parameters
+            (layers, embedding mode, adapt) cannot change at retrain.
+
+        Examples
+        --------
+        >>> import synthetic
+        >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
+        >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
+        >>> len(model.epoch_losses_)
+        1
+        """
+        cfg = self._check_params()
+        if retrain:
+            self._check_retrain(cfg)
+        started = time.perf_counter()
+        events = sessiondata.load_events(data, cfg.session_key, cfg.item_key, cfg.time_key)
+        items = events[cfg.item_key]
+        item_map = self.item_map_.extended(items) if retrain else sessiondata.ItemMap.from_events(items)
+        train = sessiondata.SessionData.from_events(events, item_map, cfg.session_key, cfg.item_key, cfg.time_key)
+        if train.n_steps == 0:
+            raise ValueError("the training data has no session with 2 or more events: nothing to learn from")
+        support = np.maximum(train.item_support(len(item_map)), 1)
+        init_rng, order_rng, sample_rng, dropout_rng = np.random.default_rng(cfg.seed).spawn(4)
+        state = self._grown_state(cfg, len(item_map), init_rng) if retrain else self._new_state(cfg, len(item_map), init_rng)
+        self._set_fitted(cfg, item_map, state, support)
+        store = SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store, cfg.steps_per_call, sample_rng)
+        logger.info("GRU4Rec fit on %s: %d events, %d sessions, %d items", cfg.device, train.n_events,
+                    train.n_sessions, len(item_map))
+        logger.debug("data prepared in %.2f s", time.perf_counter() - started)
+        started = time.perf_counter()
+        self._dropout_rng = dropout_rng
+        train_fn = self._compile_train(cfg, support, store.shape)
+        logger.debug("training function compiled in %.2f s", time.perf_counter() - started)
+        self.epoch_losses_, self.epoch_stats_ = [], []
+        for epoch in range(cfg.n_epochs):
+            self._train_epoch(cfg, train, train_fn, store, order_rng, epoch)
+        return self
+
+    def _set_fitted(self, cfg, item_map, state, support):
+        self.item_map_ = item_map
+        self.item_ids_ = item_map.ids
+        self.n_items_ = len(item_map)
+        self._param_names = list(self._param_shapes(cfg, self.n_items_))
+        self._graph_params = {"layers": cfg.layers, "mode": cfg.mode, "emb_size": cfg.emb_size, "adapt": cfg.adapt}
+        self._state = {name: _shared(value, name, cfg.device) for name, value in state.items()}
+        self._support = support
+        self._cfg = cfg
+        self._fns, self._live = {}, None
+
+    def _train_epoch(self, cfg, train, train_fn, store, order_rng, epoch):
+        """One pass over the sessions; logs loss, seconds, mini-batches/s and events/s."""
+        K, B = cfg.steps_per_call, cfg.batch_size
+        order = train.session_order(cfg.time_sort, order_rng if cfg.train_random_order else None)
+        total = sessiondata.n_chunks(train, order, B, K)
+        started, loss_sum, n_steps, pending = time.perf_counter(), 0.0, 0, None
+        with tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.n_epochs}", disable=not cfg.show_progress,
+                  unit="call", leave=False) as bar:
+            for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
+                step_active = chunk.active.any(axis=1)
+                rows, fresh = store.rows_for(step_active)
+                if fresh is not None:
+                    _set_shared(self._store_var, fresh, cfg.device)
+                losses = train_fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, rows)
+                if pending is not None:  # read the previous call's losses now: the device keeps working
+                    loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
+                    bar.set_postfix(loss=f"{loss_sum / max(n_steps, 1):.4f}", refresh=False)
+                pending = (losses, step_active, index)
+                bar.update(1)
+            loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
+        seconds = time.perf_counter() - started
+        stats = {"epoch": epoch + 1, "loss": loss_sum / n_steps, "seconds": seconds,
+                 "batches_per_s": n_steps / seconds, "events_per_s": train.n_steps / seconds}
+        self.epoch_losses_.append(stats["loss"])
+        self.epoch_stats_.append(stats)
+        logger.info("epoch %d: loss %.6f, %.2f s, %.0f mini-batches/s, %.0f events/s", epoch + 1, stats["loss"],
+                    seconds, stats["batches_per_s"], stats["events_per_s"])
+
+    @staticmethod
+    def _tally(pending, loss_sum, n_steps, epoch, K):
+        """Add one call's losses (a device sync); raise ModelFitError on a non-finite loss."""
+        losses, step_active, index = pending
+        values = np.asarray(losses)[step_active]
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            step = index * K + int(np.flatnonzero(step_active)[bad[0]]) + 1
+            raise ModelFitError(f"non-finite loss ({values[bad[0]]}) in epoch {epoch + 1}, mini-batch {step}; "
+                                "the model keeps the weights of the last finite step. Try a lower learning_rate "
+                                "or grad_cap > 0.")
+        return loss_sum + float(values.sum()), n_steps + len(values)
+
+    # -- prediction ---------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "item_map_"):
+            raise NotFittedError(f"this {type(self).__name__} instance is not fitted yet: call fit first")
+
+    def _weights(self):
+        return {name: self._state[name] for name in self._param_names}
+
+    def _scores(self, hidden_last, cand_idx, weights=None):
+        """final_act(h . Wy[cand] + By[cand]) (B, n_cand); softmax over the candidates."""
+        weights = weights or self._weights()
+        scores = hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx]
+        if self._cfg.final_act in ("softmax", "softmax_logit"):
+            return pt.special.softmax(scores, axis=1)
+        return _elementwise_activation(self._cfg.final_act)(scores)
+
+    def _step_graph(self, item_idx, reset, hidden):
+        """Inference step (no dropout): hidden states after feeding `item_idx`, zeroed where `reset`."""
+        cfg, weights = self._cfg, self._weights()
+        hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
+        x_rows = weights[self._input_name(cfg)][item_idx]
+        return self._forward(cfg, weights, x_rows, hidden)[1]
+
+    @float32_graph
+    def _serve_fn(self):
+        """Compiled (item_idx, reset, *hidden, cand_idx) -> (*new_hidden, scores); any batch size."""
+        if "serve" not in self._fns:
+            item_idx, reset, cand_idx = pt.ivector("item_idx"), pt.vector("reset", dtype="bool"), pt.ivector("cand_idx")
+            hidden = [pt.matrix(f"hidden_{i}", dtype=FLOATX) for i in range(len(self._cfg.layers))]
+            new_hidden = self._step_graph(item_idx, reset, hidden)
+            self._fns["serve"] = _compile([item_idx, reset, *hidden, cand_idx],
+                                          [*new_hidden, self._scores(new_hidden[-1], cand_idx)], donate=False)
+        return self._fns["serve"]
+
+    def _zero_hidden(self, batch):
+        return [_device_put(np.zeros((batch, h), FLOATX), self._cfg.device) for h in self._cfg.layers]
+
+    def _candidates(self, item_ids):
+        """Item ids -> int32 indices (all items when None); unknown ids raise ValueError."""
+        if item_ids is None:
+            return np.arange(self.n_items_, dtype=np.int32)
+        idx = self.item_map_.indices(np.asarray(item_ids))
+        if (idx < 0).any():
+            unknown = np.asarray(item_ids)[idx < 0]
+            raise ValueError(f"{len(unknown)} item ids unknown to the model, e.g. {list(unknown[:5])}")
+        return idx.astype(np.int32)
+
+    def predict_next_batch(self, session_ids, input_item_ids, predict_for_item_ids=None, batch=100):
+        """Scores of the next item for `batch` parallel sessions (the reference's stateful API, SPEC §7).
+
+        Slot i keeps its hidden state while ``session_ids[i]`` equals its value at the previous call
+        and starts from zero when it changes (or when `batch` changes).
+
+        Parameters
+        ----------
+        session_ids : array-like (batch,)
+        input_item_ids : array-like (batch,)
+            The current item of each slot; unknown ids raise ValueError.
+        predict_for_item_ids : array-like or None
+            Score only these items (final_act softmax is then taken over them); None: all items.
+        batch : int, default 100
+
+        Returns
+        -------
+        DataFrame (n_items or len(predict_for_item_ids), batch): index = item ids, column i = slot i.
+
+        Examples
+        --------
+        >>> import synthetic
+        >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
+        >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
+        >>> model.predict_next_batch([7, 8], events.ItemId.values[:2], batch=2).shape
+        (40, 2)
+        """
+        self._check_fitted()
+        session_ids, inputs = np.asarray(session_ids), np.asarray(input_item_ids)
+        if len(session_ids) != batch or len(inputs) != batch:
+            raise ValueError(f"session_ids and input_item_ids need length batch={batch} "
+                             f"(got {len(session_ids)} and {len(inputs)})")
+        item_idx, cand_idx = self._candidates(inputs), self._candidates(predict_for_item_ids)
+        state = getattr(self, "_predict_state", None)
+        if state is None or len(state[0]) != batch:
+            state = (np.full(batch, None, dtype=object), self._zero_hidden(batch))
+        reset = np.array([a != b for a, b in zip(state[0], session_ids)], dtype=bool)
+        *hidden, scores = self._serve_fn()(item_idx, reset, *state[1], cand_idx)
+        self._predict_state = (session_ids.astype(object), hidden)
+        index = self.item_ids_ if predict_for_item_ids is None else np.asarray(predict_for_item_ids)
+        return pd.DataFrame(np.asarray(scores).T, index=index)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted model to one ``.npz`` file, atomically (temporary file + rename).
+
+        The file holds the hyperparameters as JSON, the item ids, the item supports, the weights
+        and the optimiser state (so that ``fit(..., retrain=True)`` continues after a load). No
+        pickle: item ids must be ints or strings.
+        """
+        self._check_fitted()
+        arrays = {f"state/{name}": np.asarray(var.get_value(borrow=True)) for name, var in self._state.items()}
+        arrays.update(format_version=np.array(FORMAT_VERSION), item_ids=_portable_ids(self.item_ids_),
+                      support=self._support, epoch_losses=np.asarray(getattr(self, "epoch_losses_", []), float),
+                      params_json=np.array(json.dumps(self.get_params())), library_version=np.array(__version__))
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Load a model written by `save` onto `device` (None: JAX's default, with or without a GPU)."""
+        with np.load(path, allow_pickle=False) as f:
+            version = int(f["format_version"])
+            if version > FORMAT_VERSION:
+                raise ValueError(f"{path} has format version {version}; this gru4rec reads up to {FORMAT_VERSION}")
+            params = json.loads(str(f["params_json"]))
+            arrays = {key[len("state/"):]: f[key] for key in f.files if key.startswith("state/")}
+            item_ids, support, losses = f["item_ids"], f["support"], f["epoch_losses"]
+        params["layers"] = tuple(params["layers"])
+        model = cls(**{**params, "device": device})
+        cfg = model._check_params()
+        model._set_fitted(cfg, sessiondata.ItemMap(item_ids), arrays, support)
+        model.epoch_losses_ = list(losses)
+        return model
+
+
+def _portable_ids(ids):
+    """Item ids as an array numpy can store without pickle (ints or strings)."""
+    ids = np.asarray(ids)
+    if ids.dtype != object:
+        return ids
+    if all(isinstance(i, str) for i in ids):
+        return ids.astype(str)
+    if all(isinstance(i, (int, np.integer)) for i in ids):
+        return ids.astype(np.int64)
+    raise ValueError("save needs item ids that are all ints or all strings (found mixed types)")

@@ -1,0 +1,412 @@
+"""Host-side data: validated events, the item map, sorted sessions, the session-parallel schedule.
+
+Only numpy and pandas are used here, so everything is tested without a compute backend
+(DESIGN.md, "Data path"). The loop-facing output is plain numpy arrays.
+"""
+import heapq
+import logging
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+_READERS = {
+    ".tsv": "tab-separated", ".txt": "tab-separated", ".csv": "comma-separated",
+    ".parquet": "parquet", ".pkl": "pickle", ".pickle": "pickle",
+}
+
+
+# ---------------------------------------------------------------- loading and validation
+def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time"):
+    """Read and validate events; return a new frame holding only the three needed columns.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or str or pathlib.Path
+        Events, or a file: ``.tsv``/``.txt`` (tab-separated), ``.csv``, ``.parquet``,
+        ``.pkl``/``.pickle``. A pickle runs code when it is read: only load trusted files.
+    session_key, item_key, time_key : str
+        Column names of the session id, the item id and the time stamp.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with exactly the columns ``[session_key, item_key, time_key]``; the index is kept.
+        A datetime64 time column is converted to int64 nanoseconds.
+
+    Raises
+    ------
+    KeyError
+        A column is missing (the message lists the available columns).
+    ValueError
+        Empty data, missing values, a non-numeric or non-finite time, an unknown file suffix.
+    FileNotFoundError
+        ``data`` is a path that does not exist.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"SessionId": [1, 1], "ItemId": [5, 7], "Time": [0.0, 1.0]})
+    >>> load_events(df).shape
+    (2, 3)
+    """
+    keys = {"session_key": session_key, "item_key": item_key, "time_key": time_key}
+    if len(set(keys.values())) < 3:
+        raise ValueError(f"session_key, item_key and time_key must be distinct, got {keys}")
+    frame = _read_frame(data, set(keys.values()))
+    for keyword, column in keys.items():
+        _check_column(frame, column, keyword)
+    if len(frame) == 0:
+        raise ValueError("no events: the data has 0 rows")
+    events = frame[[session_key, item_key, time_key]].copy(deep=True)
+    for column in events.columns:
+        _check_missing(events[column], column)
+    events[time_key] = _numeric_time(events[time_key], time_key)
+    return events
+
+
+def _read_frame(data, columns):
+    if isinstance(data, pd.DataFrame):
+        return data
+    if not isinstance(data, (str, Path)):
+        raise TypeError(f"data must be a DataFrame or a file path, got {type(data).__name__}")
+    path = Path(data)
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
+        raise ValueError(f"unknown file suffix {suffix!r} for {path}; "
+                         f"supported: {', '.join(_READERS)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"events file not found: {path}")
+    logger.debug("reading %s events from %s", _READERS[suffix], path)
+    if suffix in (".tsv", ".txt", ".csv"):
+        return pd.read_csv(path, sep="," if suffix == ".csv" else "\t",
+                           usecols=lambda name: name in columns)  # skip unneeded columns
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_pickle(path)
+
+
+def _check_column(frame, column, keyword):
+    found = int(np.sum(frame.columns == column))
+    if found == 0:
+        available = ", ".join(map(str, frame.columns))
+        raise KeyError(f"column {column!r} not found; pass {keyword}= (columns: {available})")
+    if found > 1:
+        raise ValueError(f"column {column!r} appears {found} times; rename the duplicates")
+
+
+def _check_missing(values, column):
+    missing = values.isna().to_numpy()
+    if missing.any():
+        first = values.index[np.argmax(missing)]
+        raise ValueError(f"column {column!r} has {int(missing.sum())} missing values (NaN/None), "
+                         f"first at row label {first!r}; drop or fill them first")
+
+
+def _numeric_time(values, column):
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.as_unit("ns").astype("int64")  # SPEC §1: datetimes become int64 ns
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"column {column!r} has dtype {values.dtype}; time must be numeric or "
+                         "datetime64; convert it with pd.to_numeric or pd.to_datetime")
+    infinite = ~np.isfinite(values.to_numpy(dtype=np.float64))
+    if infinite.any():
+        first = values.index[np.argmax(infinite)]
+        raise ValueError(f"column {column!r} has {int(infinite.sum())} infinite values, "
+                         f"first at row label {first!r}")
+    return values
+
+
+# ---------------------------------------------------------------- item map
+class ItemMap:
+    """Map between item ids (ints, strings, any hashable) and contiguous indices 0..n-1.
+
+    Parameters
+    ----------
+    ids : array-like
+        Unique item ids; index ``i`` stands for ``ids[i]``.
+
+    Examples
+    --------
+    >>> m = ItemMap(["a", "b"]).extended(["c", "a"])
+    >>> m.indices(["c", "x"]).tolist()
+    [2, -1]
+    """
+
+    def __init__(self, ids=()):
+        if np.ndim(ids) != 1:
+            raise ValueError(f"ids must be one-dimensional, got shape {np.shape(ids)}")
+        ids = np.array(pd.Index(ids))  # via pandas: np.array([1, "a"]) would make "1" a string
+        kind = ids.dtype.kind
+        if not len(ids) or kind == "i" or (kind == "u" and ids.dtype.itemsize < 8):
+            ids = ids.astype(np.int64)
+        elif ids.dtype.kind in "US":
+            ids = ids.astype(object)  # one string dtype whatever the source
+        index = pd.Index(ids, dtype=object if ids.dtype == object else None)
+        if not index.is_unique:
+            duplicates = index[index.duplicated()].unique()[:5].tolist()
+            raise ValueError(f"item ids must be unique; duplicated: {duplicates}")
+        ids.flags.writeable = False  # a private copy, so the caller's array stays writeable
+        self._ids, self._index = ids, index
+
+    @property
+    def ids(self):
+        """numpy.ndarray: read-only item ids in index order."""
+        return self._ids
+
+    def __len__(self):
+        return len(self._ids)
+
+    def __repr__(self):
+        return f"ItemMap(n_items={len(self)})"
+
+    def indices(self, item_ids, missing=-1):
+        """Return the int32 index of each id, ``missing`` for ids not in the map."""
+        found = self._index.get_indexer(pd.Index(item_ids))
+        if missing != -1:
+            found = np.where(found < 0, missing, found)
+        return found.astype(np.int32)
+
+    def extended(self, item_ids):
+        """Return a new map: old ids keep their index, unseen ids follow in order of first use."""
+        candidates = pd.Index(item_ids).unique()
+        unseen = np.asarray(candidates)[self.indices(candidates) < 0]
+        if len(self) == 0:
+            return ItemMap(unseen)
+        if len(unseen) == 0:
+            return self
+        old = self._ids
+        if old.dtype.kind != unseen.dtype.kind:  # e.g. ints then strings: keep both exactly
+            old, unseen = old.astype(object), unseen.astype(object)
+        return ItemMap(np.concatenate([old, unseen]))
+
+    @classmethod
+    def from_events(cls, item_column):
+        """Build a map from an item column; ids are numbered in order of first appearance."""
+        return cls(pd.Index(item_column).unique())
+
+
+# ---------------------------------------------------------------- sorted sessions
+class SessionData:
+    """Events as item indices sorted by (session, time), with session offsets.
+
+    Attributes
+    ----------
+    item_idx : numpy.ndarray
+        int32 ``[n_events]`` item indices, sorted by session then time (stable).
+    offsets : numpy.ndarray
+        int64 ``[n_sessions + 1]``; session ``s`` is ``item_idx[offsets[s]:offsets[s + 1]]``.
+    session_ids : numpy.ndarray
+        ``[n_sessions]`` original session ids, sorted; session ``s`` has id ``session_ids[s]``.
+    start_time : numpy.ndarray
+        float64 ``[n_sessions]`` time of each session's first event.
+    n_dropped : int
+        Events dropped because their item was unknown.
+    """
+
+    def __init__(self, item_idx, offsets, session_ids, start_time, n_dropped=0):
+        self.item_idx = np.asarray(item_idx, dtype=np.int32)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.session_ids = np.asarray(session_ids)
+        self.start_time = np.asarray(start_time, dtype=np.float64)
+        self.n_dropped = int(n_dropped)
+
+    def __repr__(self):
+        return (f"SessionData(n_events={self.n_events}, n_sessions={self.n_sessions}, "
+                f"n_dropped={self.n_dropped})")
+
+    @property
+    def n_events(self):
+        return len(self.item_idx)
+
+    @property
+    def n_sessions(self):
+        return len(self.offsets) - 1
+
+    @property
+    def n_steps(self):
+        """Number of (input, target) pairs: sum over sessions of max(length - 1, 0)."""
+        return int(np.maximum(np.diff(self.offsets) - 1, 0).sum())
+
+    @classmethod
+    def from_events(cls, events, item_map, session_key="SessionId", item_key="ItemId",
+                    time_key="Time", drop_unknown=False):
+        """Sort validated events (from :func:`load_events`) into sessions of item indices.
+
+        Parameters
+        ----------
+        events : pandas.DataFrame
+            Output of :func:`load_events`; not modified.
+        item_map : ItemMap
+            Maps item ids to indices.
+        drop_unknown : bool
+            Drop events whose item is not in ``item_map`` (counted in ``n_dropped``; sessions
+            left empty vanish). If False, unknown items raise ``ValueError``.
+
+        Examples
+        --------
+        >>> ev = load_events(pd.DataFrame({"SessionId": [2, 1, 2], "ItemId": ["a", "b", "a"],
+        ...                                "Time": [1, 5, 0]}))
+        >>> data = SessionData.from_events(ev, ItemMap.from_events(ev["ItemId"]))
+        >>> data.offsets.tolist(), data.session_ids.tolist()
+        ([0, 1, 3], [1, 2])
+        """
+        item_idx = item_map.indices(events[item_key].to_numpy())
+        known = item_idx >= 0
+        n_dropped = int(len(known) - known.sum())
+        if n_dropped and not drop_unknown:
+            examples = pd.unique(events[item_key].to_numpy()[~known])
+            raise ValueError(f"{len(examples)} item ids are not in the item map "
+                             f"(e.g. {examples[:5].tolist()}); pass drop_unknown=True to drop "
+                             f"their {n_dropped} events")
+        codes, session_ids = pd.factorize(events[session_key].to_numpy()[known], sort=True)
+        time = events[time_key].to_numpy()[known]
+        order = np.lexsort((time, codes))  # stable: time ties keep input order
+        counts = np.bincount(codes, minlength=len(session_ids))
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        return cls(item_idx[known][order], offsets, np.asarray(session_ids),
+                   time[order][offsets[:-1]].astype(np.float64), n_dropped)
+
+    def item_support(self, n_items):
+        """Return int64 ``[n_items]``: the number of events of each item index."""
+        if self.n_events and self.item_idx.max() >= n_items:
+            raise ValueError(f"n_items={n_items} is too small: item index "
+                             f"{int(self.item_idx.max())} occurs")
+        return np.bincount(self.item_idx, minlength=n_items).astype(np.int64)
+
+    def session_order(self, time_sort=True, rng=None):
+        """Return the int64 order in which sessions are fed (SPEC §3.1).
+
+        ``rng`` given: a random permutation (``train_random_order``); else ``time_sort``: by
+        start time, ties in session-id order; else session-id order.
+        """
+        if rng is not None:
+            return rng.permutation(self.n_sessions).astype(np.int64)
+        if time_sort:
+            return np.argsort(self.start_time, kind="stable").astype(np.int64)
+        return np.arange(self.n_sessions, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- session-parallel schedule
+class Chunk(NamedTuple):
+    """K consecutive steps of B slots; all arrays have shape (K, B)."""
+
+    inputs: np.ndarray  # int32 item index fed at each step; 0 where inactive
+    targets: np.ndarray  # int32 next item; 0 where inactive
+    reset: np.ndarray  # bool: zero the slot's hidden state before this step; True where inactive
+    active: np.ndarray  # bool: a real step
+    session: np.ndarray  # int64 session number (index into SessionData); -1 where inactive
+    position: np.ndarray  # int32 position of the input event in its session; -1 where inactive
+
+
+class _Plan(NamedTuple):
+    session: np.ndarray  # usable sessions in the order they enter a slot
+    slot: np.ndarray  # the slot each one takes
+    start: np.ndarray  # the step of its first input (non-decreasing)
+    n_steps: np.ndarray  # its length - 1
+    total: int  # steps until the last slot runs dry
+
+
+def _plan(data, order, batch_size):
+    """Give every usable session its slot and first step (SPEC §3.2) with one heap pass."""
+    order = np.asarray(order)
+    if order.ndim != 1 or (order.size and order.dtype.kind not in "iu"):
+        raise ValueError(f"order must be a 1-d integer array of session numbers, "
+                         f"got {order.dtype} with shape {order.shape}")
+    if order.size and (order.min() < 0 or order.max() >= data.n_sessions):
+        raise ValueError(f"order holds session numbers outside 0..{data.n_sessions - 1}")
+    _check_positive("batch_size", batch_size)
+    steps = np.diff(data.offsets)[order] - 1
+    session = order[steps > 0].astype(np.int64)
+    steps = steps[steps > 0]
+    # Heap key = free_step * B + slot: the earliest free slot, lowest slot first on ties.
+    heap, keys = list(range(batch_size)), np.empty(len(session), dtype=np.int64)
+    for i, n in enumerate((steps * batch_size).tolist()):
+        keys[i] = heapq.heapreplace(heap, heap[0] + n)
+    start, slot = np.divmod(keys, batch_size)
+    total = int((start + steps).max()) if len(session) else 0
+    return _Plan(session, slot, start, steps, total)
+
+
+def n_chunks(data, order, batch_size, steps_per_chunk):
+    """Return how many chunks :func:`session_parallel_schedule` yields; O(n_sessions)."""
+    _check_positive("steps_per_chunk", steps_per_chunk)
+    return -(-_plan(data, order, batch_size).total // steps_per_chunk)
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def session_parallel_schedule(data, order, batch_size, steps_per_chunk):
+    """Yield the session-parallel mini-batch schedule (SPEC §3) in fixed-shape chunks.
+
+    B = ``batch_size`` slots each hold one session; sessions enter in ``order``, those with
+    fewer than 2 events are skipped. Each step a busy slot feeds its current item and targets
+    the next; a finished slot takes the next unused session (lowest slot first on ties) with
+    ``reset=True``, or stays inactive once none is left. The last chunk is padded with
+    inactive steps. Memory is O(K * B + n_sessions).
+
+    Parameters
+    ----------
+    data : SessionData
+    order : numpy.ndarray
+        Session numbers in feeding order, e.g. from :meth:`SessionData.session_order`.
+    batch_size : int
+        B, the number of slots.
+    steps_per_chunk : int
+        K, the number of steps per chunk.
+
+    Yields
+    ------
+    Chunk
+        Arrays of shape (K, B).
+
+    Examples
+    --------
+    >>> ev = load_events(pd.DataFrame({"SessionId": 1, "ItemId": [4, 5, 6], "Time": [0, 1, 2]}))
+    >>> data = SessionData.from_events(ev, ItemMap([4, 5, 6]))
+    >>> [c.targets.tolist() for c in session_parallel_schedule(data, [0], 1, 2)]
+    [[[1], [2]]]
+    """
+    _check_positive("steps_per_chunk", steps_per_chunk)
+    return _chunks(data, _plan(data, order, batch_size), batch_size, steps_per_chunk)
+
+
+def _chunks(data, plan, batch_size, steps_per_chunk):
+    carry = np.empty(0, dtype=np.int64)  # plan rows still running at the chunk start
+    for first in range(0, plan.total, steps_per_chunk):
+        last = first + steps_per_chunk
+        lo, hi = np.searchsorted(plan.start, [first, last])
+        rows = np.concatenate([carry, np.arange(lo, hi)])
+        yield _fill_chunk(data, plan, rows, first, steps_per_chunk, batch_size)
+        carry = rows[plan.start[rows] + plan.n_steps[rows] > last]
+
+
+def _fill_chunk(data, plan, rows, first, n_steps, batch_size):
+    """Write the steps of the plan rows that fall in ``[first, first + n_steps)``."""
+    begin = np.maximum(plan.start[rows], first)
+    count = np.minimum(plan.start[rows] + plan.n_steps[rows], first + n_steps) - begin
+    row = np.repeat(rows, count)
+    step = np.arange(count.sum()) + np.repeat(begin - np.cumsum(count) + count, count)
+    position = step - plan.start[row]
+    session = plan.session[row]
+    event = data.offsets[session] + position
+    where = (step - first, plan.slot[row])
+    chunk = _inactive_chunk((n_steps, batch_size))
+    chunk.inputs[where] = data.item_idx[event]
+    chunk.targets[where] = data.item_idx[event + 1]
+    chunk.reset[where] = position == 0
+    chunk.active[where] = True
+    chunk.session[where] = session
+    chunk.position[where] = position
+    return chunk
+
+
+def _inactive_chunk(shape):
+    return Chunk(inputs=np.zeros(shape, np.int32), targets=np.zeros(shape, np.int32),
+                 reset=np.ones(shape, bool), active=np.zeros(shape, bool),
+                 session=np.full(shape, -1, np.int64), position=np.full(shape, -1, np.int32))

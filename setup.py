@@ -1,0 +1,36 @@
+"""Installs gru4rec: `pip install .`"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+here = Path(__file__).parent
+version = re.search(r'^__version__ = "([^"]+)"', (here / "gru4rec.py").read_text(), re.M).group(1)
+
+setup(
+    name="gru4rec",
+    version=version,
+    description="GRU4Rec: session-based recommendation with recurrent neural networks (PyTensor/JAX)",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.13",
+    py_modules=["gru4rec", "evaluation", "sessiondata", "synthetic", "baselines", "run", "params", "paropt"],
+    install_requires=[
+        # Tested: pytensor 3.0.7 on Python 3.11; 3.3.x on Python 3.12 (DESIGN.md).
+        "pytensor>=3.0.7,<3.1; python_version<'3.12'",
+        "pytensor>=3.0.7,<3.4; python_version>='3.12'",
+        "jax>=0.10.2,<0.12",
+        "jaxlib>=0.10.2,<0.12",
+        "numpy>=2.0,<2.6",
+        "pandas>=2.2,<3.2",
+        "scipy>=1.13",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "tune": ["optuna>=4.0,<6"],
+        "parquet": ["pyarrow>=15"],
+        "test": ["pytest>=8", "optuna>=4.0,<6"],
+    },
+    entry_points={"console_scripts": ["gru4rec=run:main"]},
+)
