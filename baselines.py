@@ -39,8 +39,9 @@ Ties
 Scores are float32 and the evaluator's rank mode decides between exactly equal scores. To keep
 the lists of the sparse models from ending in one huge tie at zero, ``pop_tiebreak=True`` (the
 default of ItemKNN, SKNN, VSKNN and MarkovChain) ranks the items the model has no evidence for
-below every scored item, by global popularity; MarkovChain and SessionPop, whose scores are
-integer counts, order equal counts by popularity as well (see ``_lexicographic``).
+below every scored item, by global popularity, and leaves the scored items' values unchanged
+(equal similarities stay tied); MarkovChain and SessionPop, whose scores are integer counts,
+order equal counts by popularity as well (see ``_lexicographic``). Inactive slots score 0.
 """
 import inspect
 import logging
@@ -57,21 +58,25 @@ __all__ = ["Pop", "SessionPop", "ItemKNN", "SKNN", "VSKNN", "MarkovChain", "NotF
 
 
 class NotFittedError(ValueError, AttributeError):
-    """Raised when a baseline is used before ``fit`` (a ValueError and AttributeError, as sklearn)."""
+    """Raised when a baseline scores before ``fit``; a ValueError and AttributeError, as sklearn."""
 
 
 # ---- parameter checks -----------------------------------------------------------------------
 
+def _is_real(value):
+    """True for Python and numpy integers and floats, False for bools and anything else."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def _check_int(name, value, low):
-    """Raise ValueError unless ``value`` is an integer (not bool) >= ``low``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+    """Raise ValueError unless ``value`` is an integer >= ``low``."""
+    if not (_is_real(value) and isinstance(value, (int, np.integer)) and value >= low):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_real(name, value, low, high=np.inf):
     """Raise ValueError unless ``value`` is a real number in [low, high]."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-            or not low <= value <= high:
+    if not (_is_real(value) and low <= value <= high):
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
@@ -127,7 +132,7 @@ def _lexicographic(counts, levels, n_levels):
 
 
 def _scores_from(base, row, item, values, n_rows):
-    """Dense (n_rows, n_items) float32 scores: ``base`` (n_items,) with ``values`` at (row, item)."""
+    """Dense (n_rows, n_items) float32 scores: ``base`` (n_items,), ``values`` at (row, item)."""
     scores = np.tile(base, (n_rows, 1))
     scores[row, item] = values
     return scores
@@ -307,11 +312,12 @@ class _Baseline:
             raise ValueError("reset, input_idx and active must be 1-d arrays of one length B >= 1, "
                              f"got shapes {reset.shape}, {input_idx.shape}, {active.shape}")
         if not np.issubdtype(input_idx.dtype, np.integer):
-            raise TypeError(f"input_idx must hold integer item indices, got dtype {input_idx.dtype}")
+            raise TypeError(f"input_idx must hold integer item indices, got {input_idx.dtype}")
         bad = np.flatnonzero(active & ((input_idx < 0) | (input_idx >= self.n_items_)))
         if len(bad):
-            raise ValueError(f"input_idx out of range [0, {self.n_items_}) in slots {bad[:5].tolist()}"
-                             f" (values {input_idx[bad[:5]].tolist()}); drop items unknown to the model")
+            raise ValueError(f"input_idx out of range [0, {self.n_items_}) in slots "
+                             f"{bad[:5].tolist()} (values {input_idx[bad[:5]].tolist()}); "
+                             "drop items unknown to the model")
         return reset, input_idx.astype(np.int64), active
 
     def _slot_state(self, batch_size):
@@ -467,8 +473,9 @@ class MarkovChain(_Baseline):
         ones = np.ones(len(pairs[0]), np.float64)
         shape = (self.n_items_, self.n_items_)
         self._transitions = sp.csr_array((ones, pairs), shape=shape)  # duplicates are summed
-        self._base = self._levels.astype(np.float32) if self.pop_tiebreak \
-            else np.zeros(self.n_items_, np.float32)
+        # score of a never-seen transition (count 0): its popularity level, or 0
+        self._base = (self._levels if self.pop_tiebreak else np.zeros(self.n_items_)).astype(
+            np.float32)
 
     def _score_rows(self, state, rows):
         counts = self._transitions[state.last_items(rows)]  # (R, n_items) sparse
@@ -491,7 +498,8 @@ class SKNN(_Baseline):
     k : int >= 1, default 100
         Number of neighbours.
     sample_size : int >= 1 or None, default 500
-        Number of most recent candidate sessions; None uses every session that shares an item.
+        Number of most recent candidate sessions; None uses every session that shares an item
+        (exact but slow: time and memory per step grow with the number of candidates).
     similarity : {'cosine', 'jaccard'}, default 'cosine'
         cosine = |X & s| / sqrt(|X| |s|); jaccard = |X & s| / |X | s| (binary item sets).
     pop_tiebreak : bool, default True
@@ -580,10 +588,12 @@ class VSKNN(SKNN):
 
     Parameters
     ----------
-    k, sample_size, similarity, pop_tiebreak, session_key, item_key, time_key
-        As in SKNN (defaults 100, 500, 'cosine', True, 'SessionId', 'ItemId', 'Time').
+    k, sample_size, similarity, pop_tiebreak : as in SKNN, default 100, 500, 'cosine', True
+        See SKNN.
     weighting : {'linear', 'quadratic', 'log'}, default 'linear'
         w = p / n (linear), (p / n)^2 (quadratic) or 1 / log2(n - p + 2) (log).
+    session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
+        Column names of the events.
     """
 
     def __init__(self, k=100, sample_size=500, similarity="cosine", weighting="linear",

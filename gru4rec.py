@@ -223,11 +223,22 @@ class DonatingJAXLinker(JAXLinker):
     Consequence: an array read with ``get_value(borrow=True)`` is invalid after the next call.
     """
 
+    def __init__(self, *args, donate=True, **kwargs):
+        self.donate = donate
+        super().__init__(*args, **kwargs)
+
     def jit_compile(self, fn):
         import jax
 
         updated = set((self.fgraph.update_mapping or {}).values()) - set(self.scalar_shape_inputs)
-        return jax.jit(fn, static_argnums=self.scalar_shape_inputs, donate_argnums=tuple(sorted(updated)))
+        jitted = jax.jit(fn, static_argnums=self.scalar_shape_inputs,
+                         donate_argnums=tuple(sorted(updated)) if self.donate else ())
+
+        def call(*args):
+            with warnings.catch_warnings():  # PyTensor asks for 64-bit accumulators; JAX keeps 32 bits
+                warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+                return jitted(*args)
+        return call
 
 
 def float32_graph(method):
@@ -242,7 +253,7 @@ def float32_graph(method):
 def _compile(inputs, outputs, updates=None, donate=True):
     """Compile with the JAX linker (donating updated buffers) and float32 as floatX."""
     base = get_mode("JAX")
-    mode = Mode(linker=DonatingJAXLinker() if donate else JAXLinker(), optimizer=base.optimizer)
+    mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=base.optimizer)
     with warnings.catch_warnings():  # the JAX linker works on a copy of shared RNGs: intended here
         warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
         fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
@@ -486,8 +497,9 @@ class GRU4Rec:
         layers = (layers,) if _is_int(layers) else layers
         _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(_is_int(h) and h > 0 for h in layers),
                "layers", p["layers"], "a non-empty tuple of positive ints, e.g. (100,)")
-        for name in ("n_epochs", "batch_size", "steps_per_call"):
+        for name in ("batch_size", "steps_per_call"):
             _check(_is_int(p[name]) and p[name] >= 1, name, p[name], "a positive int")
+        _check(_is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
         for name in ("n_sample", "sample_store"):
             _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
         for name in ("dropout_p_embed", "dropout_p_hidden", "momentum", "smoothing"):
@@ -795,7 +807,13 @@ class GRU4Rec:
         started = time.perf_counter()
         self._dropout_rng = dropout_rng
         train_fn = self._compile_train(cfg, support, store.shape)
-        logger.debug("training function compiled in %.2f s", time.perf_counter() - started)
+        if cfg.n_epochs:  # all-inactive calls compile XLA off the epoch clock and change no weight;
+            K, B = cfg.steps_per_call, cfg.batch_size  # the second call sees the jitted outputs' layouts
+            idle = np.zeros((K, B), np.int32), np.ones((K, B), bool), np.zeros((K, B), bool)
+            for _ in range(2):
+                train_fn(idle[0], idle[0], idle[1], idle[2], np.zeros(K, np.int32))
+        self.compile_seconds_ = time.perf_counter() - started
+        logger.debug("training function compiled in %.2f s", self.compile_seconds_)
         self.epoch_losses_, self.epoch_stats_ = [], []
         for epoch in range(cfg.n_epochs):
             self._train_epoch(cfg, train, train_fn, store, order_rng, epoch)
@@ -869,6 +887,13 @@ class GRU4Rec:
             return pt.special.softmax(scores, axis=1)
         return _elementwise_activation(self._cfg.final_act)(scores)
 
+    def _rank_activation(self):
+        """final_act for ranking: elementwise as trained; softmax is ranked on its logits (same order,
+        without float32 underflow turning distinct small probabilities into ties)."""
+        if self._cfg.final_act in ("softmax", "softmax_logit"):
+            return lambda x: x
+        return _elementwise_activation(self._cfg.final_act)
+
     def _step_graph(self, item_idx, reset, hidden):
         """Inference step (no dropout): hidden states after feeding `item_idx`, zeroed where `reset`."""
         cfg, weights = self._cfg, self._weights()
@@ -877,15 +902,22 @@ class GRU4Rec:
         return self._forward(cfg, weights, x_rows, hidden)[1]
 
     @float32_graph
-    def _serve_fn(self):
-        """Compiled (item_idx, reset, *hidden, cand_idx) -> (*new_hidden, scores); any batch size."""
-        if "serve" not in self._fns:
-            item_idx, reset, cand_idx = pt.ivector("item_idx"), pt.vector("reset", dtype="bool"), pt.ivector("cand_idx")
+    def _feed_fn(self):
+        """Compiled (item_idx, reset, *hidden) -> new hidden states; any batch size."""
+        if "feed" not in self._fns:
+            item_idx, reset = pt.ivector("item_idx"), pt.vector("reset", dtype="bool")
             hidden = [pt.matrix(f"hidden_{i}", dtype=FLOATX) for i in range(len(self._cfg.layers))]
-            new_hidden = self._step_graph(item_idx, reset, hidden)
-            self._fns["serve"] = _compile([item_idx, reset, *hidden, cand_idx],
-                                          [*new_hidden, self._scores(new_hidden[-1], cand_idx)], donate=False)
-        return self._fns["serve"]
+            self._fns["feed"] = _compile([item_idx, reset, *hidden], self._step_graph(item_idx, reset, hidden),
+                                         donate=False)
+        return self._fns["feed"]
+
+    @float32_graph
+    def _score_fn(self):
+        """Compiled (hidden_last, cand_idx) -> final_act scores (B, n_cand)."""
+        if "score" not in self._fns:
+            hidden_last, cand_idx = pt.matrix("hidden_last", dtype=FLOATX), pt.ivector("cand_idx")
+            self._fns["score"] = _compile([hidden_last, cand_idx], self._scores(hidden_last, cand_idx), donate=False)
+        return self._fns["score"]
 
     def _zero_hidden(self, batch):
         return [_device_put(np.zeros((batch, h), FLOATX), self._cfg.device) for h in self._cfg.layers]
@@ -937,7 +969,8 @@ class GRU4Rec:
         if state is None or len(state[0]) != batch:
             state = (np.full(batch, None, dtype=object), self._zero_hidden(batch))
         reset = np.array([a != b for a, b in zip(state[0], session_ids)], dtype=bool)
-        *hidden, scores = self._serve_fn()(item_idx, reset, *state[1], cand_idx)
+        hidden = self._feed_fn()(item_idx, reset, *state[1])
+        scores = self._score_fn()(hidden[-1], cand_idx)
         self._predict_state = (session_ids.astype(object), hidden)
         index = self.item_ids_ if predict_for_item_ids is None else np.asarray(predict_for_item_ids)
         return pd.DataFrame(np.asarray(scores).T, index=index)
@@ -985,6 +1018,83 @@ class GRU4Rec:
         model._set_fitted(cfg, sessiondata.ItemMap(item_ids), arrays, support)
         model.epoch_losses_ = list(losses)
         return model
+
+    # -- live sessions ------------------------------------------------------------------------
+    def recommend(self, session_ids, item_ids, k=10, exclude_seen=False):
+        """Top-k next items for many live sessions, keeping each session's state between calls.
+
+        Each call feeds every listed session its new events, then scores all items from the
+        session's latest hidden state. A session id seen for the first time starts from the zero
+        state; `end_sessions` forgets sessions. Items unknown to the model are ignored for the state
+        (the session keeps its state; a session with no known item yet is scored from the zero
+        state, i.e. the model's context-free ranking) and never raise.
+
+        Parameters
+        ----------
+        session_ids : array-like (n,)
+            Distinct session ids.
+        item_ids : array-like (n,)
+            Each session's newest item id, or a sequence of its new item ids (oldest first; an
+            empty sequence asks for recommendations without feeding anything).
+        k : int, default 10
+        exclude_seen : bool, default False
+            Never recommend an item the session has already had (all its known items so far).
+
+        Returns
+        -------
+        (ids, scores): arrays (n, k) of item ids and their final_act scores, best first.
+
+        Examples
+        --------
+        >>> import synthetic
+        >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
+        >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
+        >>> ids, scores = model.recommend(["visitor-1", "visitor-2"], [3, [5, 7]], k=5)
+        >>> ids.shape
+        (2, 5)
+        """
+        self._check_fitted()
+        session_ids = list(session_ids)
+        histories = [list(h) if isinstance(h, (list, tuple, np.ndarray, pd.Series)) else [h] for h in item_ids]
+        if len(histories) != len(session_ids) or len(set(session_ids)) != len(session_ids):
+            raise ValueError("recommend needs one entry of item_ids per session and distinct session_ids")
+        if not _is_int(k) or not 1 <= k <= self.n_items_:
+            raise ValueError(f"k={k!r} is invalid: expected an int in [1, n_items_={self.n_items_}]")
+        live = self._live if self._live is not None else {}
+        states = [live.get(s) or ([np.zeros(h, FLOATX) for h in self._cfg.layers], set()) for s in session_ids]
+        self._feed_histories(states, histories)
+        self._live = {**live, **dict(zip(session_ids, states))}
+        hidden_last = np.stack([state[0][-1] for state in states])
+        scores = np.array(self._score_fn()(hidden_last, np.arange(self.n_items_, dtype=np.int32)))
+        if exclude_seen:
+            for row, (_, seen) in enumerate(states):
+                scores[row, list(seen)] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        return self.item_ids_[top], np.take_along_axis(scores, top, axis=1)
+
+    def _feed_histories(self, states, histories):
+        """Feed each session its known new items, step by step over the longest history."""
+        known = [self.item_map_.indices(pd.Index(h, dtype=object)) for h in histories]  # object: no '4' for 4
+        known = [idx[idx >= 0] for idx in known]
+        for step in range(max((len(idx) for idx in known), default=0)):
+            rows = [r for r, idx in enumerate(known) if len(idx) > step]
+            item_idx = np.array([known[r][step] for r in rows], dtype=np.int32)
+            hidden = [np.stack([states[r][0][layer] for r in rows]) for layer in range(len(self._cfg.layers))]
+            new_hidden = self._feed_fn()(item_idx, np.zeros(len(rows), bool), *hidden)
+            new_hidden = [np.asarray(h) for h in new_hidden]
+            for j, r in enumerate(rows):
+                states[r][0][:] = [h[j] for h in new_hidden]
+                states[r][1].add(int(item_idx[j]))
+
+    def end_sessions(self, session_ids=None):
+        """Forget live sessions (all of them when None); unknown ids are ignored."""
+        if session_ids is None or self._live is None:
+            self._live = None
+            return
+        for s in session_ids:
+            self._live.pop(s, None)
 
 
 def _portable_ids(ids):

@@ -6,7 +6,7 @@ Only numpy and pandas are used here, so everything is tested without a compute b
 import heapq
 import logging
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -315,11 +315,12 @@ def _plan(data, order, batch_size):
     if order.ndim != 1 or (order.size and order.dtype.kind not in "iu"):
         raise ValueError(f"order must be a 1-d integer array of session numbers, "
                          f"got {order.dtype} with shape {order.shape}")
+    order = order.astype(np.int64, copy=False)
     if order.size and (order.min() < 0 or order.max() >= data.n_sessions):
         raise ValueError(f"order holds session numbers outside 0..{data.n_sessions - 1}")
     _check_positive("batch_size", batch_size)
     steps = np.diff(data.offsets)[order] - 1
-    session = order[steps > 0].astype(np.int64)
+    session = order[steps > 0]
     steps = steps[steps > 0]
     # Heap key = free_step * B + slot: the earliest free slot, lowest slot first on ties.
     heap, keys = list(range(batch_size)), np.empty(len(session), dtype=np.int64)
@@ -353,8 +354,8 @@ def session_parallel_schedule(data, order, batch_size, steps_per_chunk):
     Parameters
     ----------
     data : SessionData
-    order : numpy.ndarray
-        Session numbers in feeding order, e.g. from :meth:`SessionData.session_order`.
+    order : array-like of int
+        Session numbers in feeding order, normally :meth:`SessionData.session_order`.
     batch_size : int
         B, the number of slots.
     steps_per_chunk : int
@@ -391,7 +392,8 @@ def _fill_chunk(data, plan, rows, first, n_steps, batch_size):
     begin = np.maximum(plan.start[rows], first)
     count = np.minimum(plan.start[rows] + plan.n_steps[rows], first + n_steps) - begin
     row = np.repeat(rows, count)
-    step = np.arange(count.sum()) + np.repeat(begin - np.cumsum(count) + count, count)
+    # Concatenated aranges begin[j] .. begin[j] + count[j] - 1, one per plan row, without a loop.
+    step = np.arange(count.sum()) + np.repeat(begin - (np.cumsum(count) - count), count)
     position = step - plan.start[row]
     session = plan.session[row]
     event = data.offsets[session] + position

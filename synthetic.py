@@ -18,6 +18,7 @@ hits the popular items.
 import numpy as np
 import pandas as pd
 
+
 def _check(condition, message):
     if not condition:
         raise ValueError(message)
@@ -104,15 +105,16 @@ def _check_session_args(n_sessions, mean_length, noise):
 def _walk(rng, lengths, successors, popularity, noise):
     """Item indices of all sessions, session after session, by the planted Markov chain."""
     n_items, n_successors = successors.shape
-    items = np.empty((len(lengths), lengths.max()), dtype=np.int64)
-    items[:, 0] = rng.choice(n_items, size=len(lengths), p=popularity)
+    first = np.cumsum(lengths) - lengths  # flat index of each session's first event
+    items = np.empty(lengths.sum(), dtype=np.int64)
+    items[first] = rng.choice(n_items, size=len(lengths), p=popularity)
     succ_p = successor_probabilities(n_successors)
-    for t in range(1, lengths.max()):
-        alive = np.flatnonzero(lengths > t)  # sessions that still have an event at position t
-        follow = successors[items[alive, t - 1], rng.choice(n_successors, len(alive), p=succ_p)]
-        jump = rng.choice(n_items, size=len(alive), p=popularity)
-        items[alive, t] = np.where(rng.random(len(alive)) < noise, jump, follow)
-    return items[np.arange(lengths.max()) < lengths[:, None]]
+    for t in range(1, lengths.max()):  # all sessions advance together, one position at a time
+        event = first[lengths > t] + t
+        follow = successors[items[event - 1], rng.choice(n_successors, len(event), p=succ_p)]
+        jump = rng.choice(n_items, size=len(event), p=popularity)
+        items[event] = np.where(rng.random(len(event)) < noise, jump, follow)
+    return items
 
 
 def generate_sessions(n_sessions=2000, n_items=200, mean_length=6.0, n_successors=3, noise=0.1,

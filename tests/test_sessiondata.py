@@ -128,6 +128,7 @@ def test_schedule_follows_order_and_skips_short():
     sessions = got["session"][got["active"]]
     assert sessions.tolist() == [3, 3, 3, 0, 0, 2]
     assert got["reset"][got["active"]].tolist() == [True, False, False, True, False, True]
+    assert list(session_parallel_schedule(data, [], 2, 3)) == [] and n_chunks(data, [], 2, 3) == 0
 
 
 @pytest.mark.parametrize("kwargs,match", [

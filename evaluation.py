@@ -1,0 +1,247 @@
+"""Next-item evaluation: Recall@N and MRR@N (SPEC §7), session-parallel, on the compute device.
+
+Each test session starts from a zero hidden state; a session of length L gives L-1 points (input
+item t, target t+1); test events whose item the model does not know are dropped first. The
+target is ranked against every item of the model (or a candidate subset) with one of three tie
+modes. GRU4Rec models are scored by a compiled K-step ``scan`` that returns only the per-call
+sums (and, on request, the ranks); other models (`baselines`) are scored on the host through
+their ``score_step`` method and ranked by the same formula.
+"""
+import logging
+import time
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from tqdm.auto import tqdm
+
+import gru4rec
+import sessiondata
+
+logger = logging.getLogger(__name__)
+MODES = ("standard", "conservative", "median")
+
+
+def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
+    """Rank of each row's target among the scored items (SPEC §7), for numpy (xp=np) or PyTensor (xp=pt).
+
+    standard: 1 + #{s_j > s_t}; conservative: 1 + #{s_j >= s_t, j != t};
+    median: 1 + #{s_j > s_t} + #{s_j = s_t, j != t} / 2.
+    `target_in_scores` (B,) says whether the target's own column is among `scores` (B, C): its
+    own tie is then not counted.
+    """
+    greater = xp.sum(scores > target_scores[:, None], axis=1)
+    if mode == "standard":
+        return 1.0 + greater
+    equal = np.equal if xp is np else pt.eq  # `==` on PyTensor variables compares identity
+    ties = xp.sum(equal(scores, target_scores[:, None]), axis=1) - target_in_scores
+    return 1.0 + greater + (ties if mode == "conservative" else ties / 2.0)
+
+
+def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=None, batch_size=512,
+             steps_per_call=32, return_ranks=False, show_progress=False):
+    """Recall@N and MRR@N of next-item prediction on `test_data`, all cut-offs in one pass.
+
+    Parameters
+    ----------
+    model : GRU4Rec or a baseline
+        A fitted model; its session/item/time keys name the test data's columns.
+    test_data : DataFrame or path
+    cutoffs : sequence of int, default (1, 5, 10, 20)
+    mode : {'standard', 'conservative', 'median'}, default 'standard'
+        How ties with the target's score count (see `target_ranks`).
+    items : array-like or None
+        Rank only among these item ids (the target counts whether or not it is among them);
+        None: all items of the model.
+    batch_size : int, default 512
+        Parallel session slots; any number of test sessions works, fewer than this included.
+    steps_per_call : int, default 32
+        Steps per compiled call (a speed knob).
+    return_ranks : bool, default False
+        Also return the rank of every evaluation point, in schedule order, with its session id
+        and position.
+
+    Returns
+    -------
+    dict with 'recall' and 'mrr' ({N: value}), 'n_points', 'n_dropped' (test events with unknown
+    items), 'seconds', and with return_ranks a DataFrame 'ranks' (SessionId, position, rank).
+
+    Examples
+    --------
+    >>> import synthetic
+    >>> train, test = synthetic.split_by_time(synthetic.generate_sessions(n_sessions=400, n_items=30, seed=0))
+    >>> model = gru4rec.GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(train)
+    >>> result = evaluate(model, test, cutoffs=(5, 20))
+    >>> sorted(result['recall'])
+    [5, 20]
+    """
+    cutoffs = _check_args(model, cutoffs, mode, batch_size, steps_per_call)
+    started = time.perf_counter()
+    item_map = getattr(model, "item_map_", None) or sessiondata.ItemMap(model.item_ids_)
+    events = sessiondata.load_events(test_data, model.session_key, model.item_key, model.time_key)
+    test = sessiondata.SessionData.from_events(events, item_map, model.session_key, model.item_key,
+                                               model.time_key, drop_unknown=True)
+    if test.n_dropped:
+        logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
+    if test.n_steps == 0:
+        raise ValueError("the test data has no session with 2 or more known items: nothing to evaluate")
+    cand_idx = _candidates(item_map, items)
+    scorer = (_DeviceScorer if isinstance(model, gru4rec.GRU4Rec) else _HostScorer)(
+        model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks)
+    order = np.arange(test.n_sessions)
+    chunks = sessiondata.session_parallel_schedule(test, order, batch_size, steps_per_call)
+    total = sessiondata.n_chunks(test, order, batch_size, steps_per_call)
+    sums, ranks = np.zeros(2 * len(cutoffs)), []
+    for chunk in tqdm(chunks, total=total, disable=not show_progress, desc="evaluate", unit="call"):
+        chunk_sums, chunk_ranks = scorer(chunk)
+        sums += chunk_sums
+        if return_ranks:
+            ranks.append((chunk, chunk_ranks))
+    n = test.n_steps
+    result = {"recall": {c: float(sums[i] / n) for i, c in enumerate(cutoffs)},
+              "mrr": {c: float(sums[len(cutoffs) + i] / n) for i, c in enumerate(cutoffs)},
+              "n_points": n, "n_dropped": test.n_dropped, "seconds": time.perf_counter() - started}
+    if return_ranks:
+        result["ranks"] = _rank_frame(test, ranks, model.session_key)
+    return result
+
+
+evaluate_gpu = evaluate  # the reference's name
+
+
+def _check_args(model, cutoffs, mode, batch_size, steps_per_call):
+    if not hasattr(model, "item_ids_"):
+        raise gru4rec.NotFittedError(f"this {type(model).__name__} instance is not fitted yet: call fit first")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is invalid: expected one of {MODES}")
+    cutoffs = [cutoffs] if np.isscalar(cutoffs) else list(cutoffs)
+    if not cutoffs or not all(isinstance(c, (int, np.integer)) and c >= 1 for c in cutoffs):
+        raise ValueError(f"cutoffs={cutoffs!r} is invalid: expected positive ints, e.g. (1, 5, 10, 20)")
+    for name, value in (("batch_size", batch_size), ("steps_per_call", steps_per_call)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid: expected a positive int")
+    return [int(c) for c in cutoffs]
+
+
+def _candidates(item_map, items):
+    """Candidate item indices (None: all items); unknown candidate ids raise ValueError."""
+    if items is None:
+        return None
+    ids = np.asarray(items)
+    idx = item_map.indices(ids)
+    if (idx < 0).any():
+        raise ValueError(f"{int((idx < 0).sum())} candidate items are unknown to the model, "
+                         f"e.g. {list(ids[idx < 0][:5])}")
+    return np.unique(idx).astype(np.int32)
+
+
+def _rank_frame(test, ranks, session_key):
+    import pandas as pd
+
+    active = np.concatenate([c.active.ravel() for c, _ in ranks])
+    session = np.concatenate([c.session.ravel() for c, _ in ranks])[active]
+    position = np.concatenate([c.position.ravel() for c, _ in ranks])[active]
+    values = np.concatenate([np.asarray(r).ravel() for _, r in ranks])[active]
+    return pd.DataFrame({session_key: test.session_ids[session], "position": position, "rank": values})
+
+
+def _metric_sums(ranks, active, cutoffs, xp=np):
+    """[hits@N for N in cutoffs] + [sum of 1/rank where rank <= N], over the active points."""
+    hits = [(ranks <= c) & active for c in cutoffs]
+    recall = [xp.sum(h) for h in hits]
+    mrr = [xp.sum(xp.switch(h, 1.0 / ranks, 0.0) if xp is pt else np.where(h, 1.0 / ranks, 0.0)) for h in hits]
+    return recall + mrr
+
+
+class _HostScorer:
+    """Any model with ``score_step(reset, input_idx, active) -> (B, n_items)`` scores; ranked in numpy."""
+
+    def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks):
+        self.model, self.cutoffs, self.mode, self.cand_idx = model, cutoffs, mode, cand_idx
+        model.reset_state()
+
+    def __call__(self, chunk):
+        ranks = np.zeros(chunk.active.shape)
+        for k in range(len(chunk.active)):
+            if not chunk.active[k].any():
+                continue
+            scores = np.asarray(self.model.score_step(chunk.reset[k], chunk.inputs[k], chunk.active[k]))
+            rows = np.arange(len(scores))
+            target = scores[rows, chunk.targets[k]]
+            in_scores = np.ones(len(scores))
+            if self.cand_idx is not None:
+                in_scores = np.isin(chunk.targets[k], self.cand_idx).astype(float)
+                scores = scores[:, self.cand_idx]
+            ranks[k] = np.where(chunk.active[k], target_ranks(scores, target, in_scores, self.mode), 0)
+        sums = _metric_sums(ranks, chunk.active, self.cutoffs)
+        return np.array(sums, dtype=float), ranks
+
+
+class _DeviceScorer:
+    """GRU4Rec: one compiled call runs K steps and returns the metric sums (and the ranks)."""
+
+    def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks):
+        model._check_fitted()
+        key = ("evaluate", batch_size, steps_per_call, tuple(cutoffs), mode, cand_idx is None, return_ranks)
+        if key not in model._fns:
+            model._fns[key] = _compile_rank_fn(model, batch_size, steps_per_call, cutoffs, mode,
+                                               cand_idx is not None, return_ranks)
+        self.fn, hidden = model._fns[key]
+        for var in hidden:  # every evaluation starts from zero states (and resets per session anyway)
+            gru4rec._set_shared(var, np.zeros(var.type.shape, gru4rec.FLOATX), model._cfg.device)
+        n_items = model.n_items_
+        self.cand = [] if cand_idx is None else [cand_idx, _positions(cand_idx, n_items)]
+        self.return_ranks, self.pending = return_ranks, None
+
+    def __call__(self, chunk):
+        out = self.fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, *self.cand)
+        sums = np.asarray(out[0], dtype=float)
+        return sums, (out[1] if self.return_ranks else None)
+
+
+def _positions(cand_idx, n_items):
+    """(n_items,) int32: position of each item among the candidates, -1 if absent."""
+    pos = np.full(n_items, -1, dtype=np.int32)
+    pos[cand_idx] = np.arange(len(cand_idx), dtype=np.int32)
+    return pos
+
+
+@gru4rec.float32_graph
+def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ranks):
+    """Compile K evaluation steps: feed the inputs, score candidates, rank targets, sum the metrics."""
+    cfg = model._cfg
+    hidden = [gru4rec._shared(np.zeros((batch_size, h), gru4rec.FLOATX), f"eval_hidden_{i}", cfg.device)
+              for i, h in enumerate(cfg.layers)]
+    seqs = [pt.imatrix("inputs"), pt.imatrix("targets"), pt.matrix("reset", dtype="bool"),
+            pt.matrix("active", dtype="bool")]
+    cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
+
+    def step(item_idx, target_idx, reset, active, *args):
+        states, cand_args = args[: len(hidden)], args[len(hidden):]
+        new_states = model._step_graph(item_idx, reset, list(states))
+        ranks = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args)
+        return [*new_states, pt.switch(active, ranks, 0).astype(gru4rec.FLOATX)]
+
+    outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None], non_sequences=cand,
+                            n_steps=steps, return_updates=False)
+    ranks = outputs[-1]  # (K, B)
+    sums = pt.stack(_metric_sums(ranks, seqs[3], cutoffs, xp=pt)).astype(gru4rec.FLOATX)
+    updates = {var: out[-1] for var, out in zip(hidden, outputs[:-1])}
+    fn = gru4rec._compile(seqs + cand, [sums, ranks] if return_ranks else [sums], updates)
+    return fn, hidden
+
+
+def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=None):
+    """Ranks (B,) of the targets; scores are ranked as final_act gives them (logits for softmax)."""
+    weights = model._weights()
+    act = model._rank_activation()
+    rows = pt.arange(target_idx.shape[0])
+    if cand_idx is None:
+        scores = act(hidden_last @ weights["Wy"].T + weights["By"])  # (B, n_items)
+        return target_ranks(scores, scores[rows, target_idx], 1, mode, xp=pt)
+    scores = act(hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx])  # (B, n_cand)
+    own = act(pt.sum(hidden_last * weights["Wy"][target_idx], axis=1) + weights["By"][target_idx])
+    pos = cand_pos[target_idx]
+    in_scores = pos >= 0
+    target = pt.switch(in_scores, scores[rows, pt.maximum(pos, 0)], own)  # the column itself where scored
+    return target_ranks(scores, target, in_scores, mode, xp=pt)
