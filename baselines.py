@@ -57,8 +57,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Pop", "SessionPop", "ItemKNN", "SKNN", "VSKNN", "MarkovChain", "NotFittedError"]
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a baseline scores before ``fit``; a ValueError and AttributeError, as sklearn."""
+NotFittedError = sessiondata.NotFittedError  # one class for every model of the package
 
 
 # ---- parameter checks -----------------------------------------------------------------------

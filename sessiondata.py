@@ -19,6 +19,10 @@ _READERS = {
 }
 
 
+class NotFittedError(ValueError, AttributeError):
+    """A model (GRU4Rec or a baseline) was used before ``fit``; a ValueError and AttributeError, as sklearn."""
+
+
 # ---------------------------------------------------------------- loading and validation
 def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time"):
     """Read and validate events; return a new frame holding only the three needed columns.
