@@ -115,10 +115,10 @@ def _check_args(model, cutoffs, mode, batch_size, steps_per_call):
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {MODES}")
     cutoffs = [cutoffs] if np.isscalar(cutoffs) else list(cutoffs)
-    if not cutoffs or not all(isinstance(c, (int, np.integer)) and c >= 1 for c in cutoffs):
+    if not cutoffs or not all(gru4rec._is_int(c) and c >= 1 for c in cutoffs):
         raise ValueError(f"cutoffs={cutoffs!r} is invalid: expected positive ints, e.g. (1, 5, 10, 20)")
     for name, value in (("batch_size", batch_size), ("steps_per_call", steps_per_call)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if not gru4rec._is_int(value) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: expected a positive int")
     return [int(c) for c in cutoffs]
 
@@ -128,6 +128,8 @@ def _candidates(item_map, items):
     if items is None:
         return None
     ids = np.asarray(items)
+    if ids.size == 0:
+        raise ValueError("items is empty: pass candidate item ids, or None for all items")
     idx = item_map.indices(ids)
     if (idx < 0).any():
         raise ValueError(f"{int((idx < 0).sum())} candidate items are unknown to the model, "
@@ -149,7 +151,8 @@ def _metric_sums(ranks, active, cutoffs, xp=np):
     """[hits@N for N in cutoffs] + [sum of 1/rank where rank <= N], over the active points."""
     hits = [(ranks <= c) & active for c in cutoffs]
     recall = [xp.sum(h) for h in hits]
-    mrr = [xp.sum(xp.switch(h, 1.0 / ranks, 0.0) if xp is pt else np.where(h, 1.0 / ranks, 0.0)) for h in hits]
+    mrr = [xp.sum(xp.switch(h, 1.0 / ranks, 0.0)) if xp is pt else
+           np.divide(1.0, ranks, out=np.zeros(np.shape(ranks)), where=h).sum() for h in hits]
     return recall + mrr
 
 
@@ -212,8 +215,7 @@ def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ran
     cfg = model._cfg
     hidden = [gru4rec._shared(np.zeros((batch_size, h), gru4rec.FLOATX), f"eval_hidden_{i}", cfg.device)
               for i, h in enumerate(cfg.layers)]
-    seqs = [pt.imatrix("inputs"), pt.imatrix("targets"), pt.matrix("reset", dtype="bool"),
-            pt.matrix("active", dtype="bool")]
+    seqs = gru4rec.schedule_inputs(steps, batch_size)
     cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
 
     def step(item_idx, target_idx, reset, active, *args):
@@ -235,7 +237,7 @@ def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=N
     """Ranks (B,) of the targets; scores are ranked as final_act gives them (logits for softmax)."""
     weights = model._weights()
     act = model._rank_activation()
-    rows = pt.arange(target_idx.shape[0])
+    rows = pt.arange(target_idx.shape[0], dtype="int32")
     if cand_idx is None:
         scores = act(hidden_last @ weights["Wy"].T + weights["By"])  # (B, n_items)
         return target_ranks(scores, scores[rows, target_idx], 1, mode, xp=pt)

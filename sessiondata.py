@@ -85,8 +85,11 @@ def _read_frame(data, columns):
         raise FileNotFoundError(f"events file not found: {path}")
     logger.debug("reading %s events from %s", _READERS[suffix], path)
     if suffix in (".tsv", ".txt", ".csv"):
-        return pd.read_csv(path, sep="," if suffix == ".csv" else "\t",
-                           usecols=lambda name: name in columns)  # skip unneeded columns
+        sep = "," if suffix == ".csv" else "\t"
+        frame = pd.read_csv(path, sep=sep, usecols=lambda name: name in columns)  # skip unneeded columns
+        if len(frame.columns) < len(set(columns)):  # let the column check list the file's columns
+            return pd.read_csv(path, sep=sep, nrows=0)
+        return frame
     if suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_pickle(path)
