@@ -29,8 +29,7 @@ logger = logging.getLogger(__name__)
 FLOATX = "float32"
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a model is used before `fit` (or `load`)."""
+NotFittedError = sessiondata.NotFittedError  # raised when a model is used before `fit` (or `load`)
 
 
 class ModelFitError(RuntimeError):
@@ -99,17 +98,22 @@ def _positive(scores, pos):
 
 
 def _masked_mean(values, mask):
-    return pt.sum(pt.switch(mask, values, 0), axis=1) / pt.sum(mask, axis=1).astype(FLOATX)
+    # a row with no negatives (n_sample=0, one active slot) has loss 0, not 0/0
+    return pt.sum(pt.switch(mask, values, 0), axis=1) / pt.maximum(pt.sum(mask, axis=1), 1).astype(FLOATX)
 
 
-def bpr(scores, pos, neg_mask):
-    """mean_j -log sigmoid(r_ii - r_ij) over the negatives j (softplus form, same value, stable)."""
-    return _masked_mean(pt.softplus(scores - _positive(scores, pos)), neg_mask)
+def bpr(scores, pos, col_mask):
+    """mean_j -log sigmoid(r_ii - r_ij) (softplus form: same value, stable).
+
+    As in the reference, the mean runs over every column of the row, the positive's own included
+    (a constant log(2)/n in bpr, the term sigmoid(r_ii^2)/n in top1); the *-max losses exclude it.
+    """
+    return _masked_mean(pt.softplus(scores - _positive(scores, pos)), col_mask)
 
 
-def top1(scores, pos, neg_mask):
-    """mean_j [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)] over the negatives j."""
-    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), neg_mask)
+def top1(scores, pos, col_mask):
+    """mean_j [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)] over every column (see `bpr`)."""
+    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), col_mask)
 
 
 def top1_max(scores, pos, neg_mask):
@@ -123,7 +127,8 @@ def bpr_max(scores, pos, neg_mask, bpreg=1.0):
     """-log(sum_j s_ij sigmoid(r_ii - r_ij) + 1e-24) + bpreg * sum_j s_ij r_ij^2."""
     weights = _masked_softmax(scores, neg_mask)
     hit = pt.sum(weights * pt.sigmoid(_positive(scores, pos) - scores), axis=1)
-    return -pt.log(hit + 1e-24) + bpreg * pt.sum(weights * scores ** 2, axis=1)
+    loss = -pt.log(hit + 1e-24) + bpreg * pt.sum(weights * scores ** 2, axis=1)
+    return pt.switch(pt.any(neg_mask, axis=1), loss, 0)  # no negatives: loss 0, not -log(1e-24)
 
 
 LOSSES = {"cross-entropy": "softmax", "xe_logit": "softmax_logit", "bpr": None, "top1": None,
@@ -139,7 +144,9 @@ def loss_rows(loss, scores, pos, col_mask, smoothing=0.0, bpreg=1.0):
         return xe_logit(scores, pos, col_mask, smoothing)
     if loss == "bpr-max":
         return bpr_max(scores, pos, neg_mask, bpreg)
-    return {"bpr": bpr, "top1": top1, "top1-max": top1_max}[loss](scores, pos, neg_mask)
+    if loss == "top1-max":
+        return top1_max(scores, pos, neg_mask)
+    return {"bpr": bpr, "top1": top1}[loss](scores, pos, col_mask)
 
 
 # ---------------------------------------------------------------- GRU step
@@ -162,7 +169,7 @@ def dropout(x, p, rng, shape):
     """Inverted dropout with a static `shape` (JAX needs one); returns (next_rng, x_dropped)."""
     if not p:
         return rng, x
-    next_rng, keep = pt.random.uniform(size=shape, rng=rng).owner.outputs
+    next_rng, keep = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
     return next_rng, pt.switch(keep >= p, x / np.float32(1 - p), 0).astype(FLOATX)
 
 
@@ -235,7 +242,9 @@ class DonatingJAXLinker(JAXLinker):
                          donate_argnums=tuple(sorted(updated)) if self.donate else ())
 
         def call(*args):
-            with warnings.catch_warnings():  # PyTensor asks for 64-bit accumulators; JAX keeps 32 bits
+            # 32-bit JAX even where another PyTensor graph switched the process-wide x64 flag on;
+            # PyTensor asks for 64-bit accumulators, which JAX then keeps at 32 bits: no warning
+            with jax.enable_x64(False), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Explicitly requested dtype")
                 return jitted(*args)
         return call
@@ -259,6 +268,14 @@ def _compile(inputs, outputs, updates=None, donate=True):
         fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
     fn.trust_input = True  # inputs are built by this module with the right dtypes
     return fn
+
+
+def schedule_inputs(steps, batch_size):
+    """Symbolic (K, B) inputs, targets, reset and active, with static shapes (JAX needs them)."""
+    return [pt.tensor("inputs", shape=(steps, batch_size), dtype="int32"),
+            pt.tensor("targets", shape=(steps, batch_size), dtype="int32"),
+            pt.tensor("reset", shape=(steps, batch_size), dtype="bool"),
+            pt.tensor("active", shape=(steps, batch_size), dtype="bool")]
 
 
 def _device_put(value, device):
@@ -428,8 +445,9 @@ class GRU4Rec:
     time_sort : bool, default True
         Visit sessions by the time of their first event (else by session id).
     steps_per_call : int, default 64
-        Mini-batches run per compiled call through ``scan`` (K). A speed knob: results equal K=1,
-        except that negatives are redrawn up to K-1 steps early when the sample store runs out.
+        Mini-batches run per compiled call through ``scan`` (K). A speed knob: without dropout the
+        weights equal K=1, except that negatives are redrawn up to K-1 steps early when the sample
+        store runs out; with dropout the masks differ (padding steps also draw them).
     seed : int or None, default 42
         Seeds initialisation, session order, negative sampling and dropout. None: fresh entropy.
     device : {None, 'cpu', 'gpu', 'cuda'}, default None
@@ -653,7 +671,7 @@ class GRU4Rec:
         rows = {name: state[name][idx[name]] for name in idx}
         x_rows = rows["Wy"][:batch_size] if cfg.mode == "shared" else rows[self._input_name(cfg)]
         hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
-        rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state["rng"], training=True)
+        rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True)
         Wy_out = rows["Wy"][batch_size:] if cfg.mode == "shared" else rows["Wy"]
         scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
         if cfg.logq:  # SPEC §4: q = supp for in-batch targets, supp^alpha for sampled columns
@@ -708,8 +726,9 @@ class GRU4Rec:
                            lambda old, value: pt.switch(apply, value, old))
         for name in idx:
             w = (weights[name] * apply).reshape((-1,) + (1,) * (rows[name].ndim - 1))
+            # switch, not (value - old) * w alone: after a non-finite step NaN * 0 would be NaN
             self._optimize(cfg, state, name, row_grads[name], rows[name], step, new,
-                           lambda old, value, name=name, w=w: value - old, idx[name], w)
+                           lambda old, value: pt.switch(apply, value - old, 0), idx[name], w)
         return new
 
     def _optimize(self, cfg, state, name, grad, param, step, new, combine, idx=None, weight=None):
@@ -746,15 +765,18 @@ class GRU4Rec:
                       for i, h in enumerate(cfg.layers)}
         train_vars["buffer"] = _shared(np.zeros((n_items, width + 1), FLOATX), "buffer", device)
         train_vars["ok"] = _shared(np.array(True), "ok", device)
-        train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")
+        if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
+            train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1
         self._store_var = _shared(np.zeros(store_shape, np.int32), "sample_store", device)
         log_support = np.log(support).astype(FLOATX)
         consts = [self._store_var, _shared(log_support, "log_support", device),
                   _shared(cfg.sample_alpha * log_support, "log_support_alpha", device)]
         variables = {**self._state, **train_vars}
         names = list(variables)
-        seqs = [pt.imatrix("inputs"), pt.imatrix("targets"), pt.matrix("reset", dtype="bool"),
-                pt.matrix("active", dtype="bool"), pt.ivector("sample_rows")]
+        # static (K, B) shapes: otherwise scan hoists (K, B, B) masks with a traced shape JAX rejects
+        seqs = [pt.tensor("inputs", dtype="int32", shape=(K, B)), pt.tensor("targets", dtype="int32", shape=(K, B)),
+                pt.tensor("reset", dtype="bool", shape=(K, B)), pt.tensor("active", dtype="bool", shape=(K, B)),
+                pt.tensor("sample_rows", dtype="int32", shape=(K,))]
         outputs = pytensor.scan(
             lambda *a: self._train_step(cfg, names, B, *a), sequences=seqs,
             outputs_info=[variables[n] for n in names] + [None], non_sequences=consts,
@@ -987,7 +1009,7 @@ class GRU4Rec:
         arrays = {f"state/{name}": np.asarray(var.get_value(borrow=True)) for name, var in self._state.items()}
         arrays.update(format_version=np.array(FORMAT_VERSION), item_ids=_portable_ids(self.item_ids_),
                       support=self._support, epoch_losses=np.asarray(getattr(self, "epoch_losses_", []), float),
-                      params_json=np.array(json.dumps(self.get_params())), library_version=np.array(__version__))
+                      params_json=np.array(json.dumps(self.get_params(), default=_json_scalar)), library_version=np.array(__version__))
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
@@ -1038,7 +1060,8 @@ class GRU4Rec:
             empty sequence asks for recommendations without feeding anything).
         k : int, default 10
         exclude_seen : bool, default False
-            Never recommend an item the session has already had (all its known items so far).
+            Rank the items the session has already had (all its known items so far) last, with
+            score -inf: they appear only when fewer than k other items exist.
 
         Returns
         -------
@@ -1095,6 +1118,13 @@ class GRU4Rec:
             return
         for s in session_ids:
             self._live.pop(s, None)
+
+
+def _json_scalar(value):
+    """numpy scalars, which the parameter checks accept (e.g. seed=np.int64(3)), as JSON numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot save the parameter value {value!r} ({type(value).__name__}) as JSON")
 
 
 def _portable_ids(ids):

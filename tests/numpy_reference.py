@@ -1,0 +1,195 @@
+"""Plain-numpy re-statements of SPEC §2, §5 and §6, written from the formulas, for the model tests.
+
+Nothing here imports gru4rec: the tests compare the compiled graph against these functions, and
+gradients against central finite differences of them. Everything is float64, row by row where
+that reads closer to the SPEC than a vectorised form would.
+"""
+import numpy as np
+
+
+# ---------------------------------------------------------------- activations (SPEC §2)
+def activation(name, x):
+    """linear, relu, tanh, leaky-X, elu-X, selu-X-Y, elementwise."""
+    base, *consts = name.split("-")
+    consts = [float(c) for c in consts]
+    if base == "linear":
+        return x
+    if base == "relu":
+        return np.maximum(x, 0)
+    if base == "tanh":
+        return np.tanh(x)
+    if base == "leaky":
+        return np.where(x >= 0, x, consts[0] * x)
+    if base == "elu":
+        return np.where(x >= 0, x, consts[0] * (np.exp(np.minimum(x, 0)) - 1))
+    if base == "selu":
+        return consts[0] * np.where(x >= 0, x, consts[1] * (np.exp(np.minimum(x, 0)) - 1))
+    raise ValueError(name)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+# ---------------------------------------------------------------- losses (SPEC §5)
+def loss_row(loss, row, pos, valid, smoothing=0.0, bpreg=1.0):
+    """Loss of one score row; `pos` is the positive column, `valid` the columns that exist."""
+    cols = np.flatnonzero(valid)
+    negs = cols[cols != pos]
+    r_pos = row[pos]
+    if loss in ("cross-entropy", "xe_logit"):
+        if loss == "cross-entropy":
+            p = softmax(row[cols])
+            nll = -np.log(p + 1e-24)
+        else:
+            shifted = row[cols] - row[cols].max()
+            nll = np.log(np.exp(shifted).sum()) - shifted
+        nll_pos = nll[list(cols).index(pos)]
+        if not smoothing:
+            return nll_pos
+        n = len(cols)
+        return (1 - smoothing * n / (n - 1)) * nll_pos + smoothing / (n - 1) * nll.sum()
+    if loss == "bpr":  # the mean runs over every column, the positive's own included (reference)
+        return np.mean(-np.log(sigmoid(r_pos - row[cols])))
+    if loss == "top1":
+        return np.mean(sigmoid(row[cols] - r_pos) + sigmoid(row[cols] ** 2))
+    if len(negs) == 0:
+        return 0.0
+    r_neg = row[negs]
+    s = softmax(r_neg)
+    if loss == "top1-max":
+        return np.sum(s * (sigmoid(r_neg - r_pos) + sigmoid(r_neg ** 2)))
+    if loss == "bpr-max":
+        return -np.log(np.sum(s * sigmoid(r_pos - r_neg)) + 1e-24) + bpreg * np.sum(s * r_neg ** 2)
+    raise ValueError(loss)
+
+
+def loss_rows(loss, scores, pos_cols, valid, smoothing=0.0, bpreg=1.0):
+    return np.array([loss_row(loss, scores[i], pos_cols[i], valid[i], smoothing, bpreg)
+                     for i in range(len(scores))])
+
+
+# ---------------------------------------------------------------- GRU (SPEC §2)
+def gru_step(x_proj, h, Wh, hidden_act="tanh"):
+    """x_proj = x Wx + b with column blocks [r | z | h~]; Wh has the same blocks."""
+    n = h.shape[1]
+    Wr, Wz, Wc = Wh[:, :n], Wh[:, n:2 * n], Wh[:, 2 * n:]
+    r = sigmoid(x_proj[:, :n] + h @ Wr)
+    z = sigmoid(x_proj[:, n:2 * n] + h @ Wz)
+    candidate = activation(hidden_act, x_proj[:, 2 * n:] + (r * h) @ Wc)
+    return (1 - z) * h + z * candidate
+
+
+def forward(params, mode, n_layers, items, hidden, hidden_act="tanh"):
+    """New hidden states of all layers after feeding `items` (no dropout)."""
+    if mode == "none":
+        x_proj = params["Wx_0"][items] + params["Bh_0"]
+    else:
+        x = params["E"][items] if mode == "separate" else params["Wy"][items]
+        x_proj = x @ params["Wx_0"] + params["Bh_0"]
+    new = []
+    for layer in range(n_layers):
+        if layer:
+            x_proj = new[-1] @ params[f"Wx_{layer}"] + params[f"Bh_{layer}"]
+        new.append(gru_step(x_proj, hidden[layer], params[f"Wh_{layer}"], hidden_act))
+    return new
+
+
+def step_loss(params, cfg, inputs, targets, negatives, hidden, log_support, batch_size):
+    """Loss of one step (sum over the active rows / batch_size) and the new hidden states.
+
+    `inputs`, `targets` and `hidden` hold the active slots only; their targets and the
+    `negatives` are the score columns (an inactive slot's column does not exist).
+    """
+    new = forward(params, cfg["mode"], cfg["n_layers"], inputs, hidden, cfg.get("hidden_act", "tanh"))
+    cols = np.concatenate([targets, negatives]).astype(int)
+    scores = new[-1] @ params["Wy"][cols].T + params["By"][cols]
+    if cfg.get("logq"):
+        log_q = np.concatenate([log_support[targets], cfg["sample_alpha"] * log_support[negatives]])
+        scores = scores - cfg["logq"] * log_q
+    if cfg["loss"] not in ("cross-entropy", "xe_logit"):
+        scores = activation(cfg["final_act"], scores)
+    valid = np.ones(scores.shape, bool)
+    rows = loss_rows(cfg["loss"], scores, np.arange(len(inputs)), valid, cfg.get("smoothing", 0.0),
+                     cfg.get("bpreg", 1.0))
+    return rows.sum() / batch_size, new
+
+
+def numeric_grad(f, params, eps=1e-6):
+    """Central finite differences of the scalar f(params) for every entry of every array."""
+    grads = {}
+    for name, value in params.items():
+        g = np.zeros_like(value)
+        for i in np.ndindex(value.shape):
+            old = value[i]
+            value[i] = old + eps
+            up = f(params)
+            value[i] = old - eps
+            down = f(params)
+            value[i] = old
+            g[i] = (up - down) / (2 * eps)
+        grads[name] = g
+    return grads
+
+
+# ---------------------------------------------------------------- optimisation (SPEC §6)
+def train_step(params, opt, cfg, inputs, targets, negatives, hidden, log_support, batch_size):
+    """One SPEC §6 step in place on `params` / `opt`; returns the new hidden states.
+
+    Item matrices change only on the rows touched by the step (and only those rows get the L2
+    term); a row used several times gets one optimiser step on the sum of its gradients.
+    """
+    def loss_of(p):
+        return step_loss(p, cfg, inputs, targets, negatives, hidden, log_support, batch_size)[0]
+
+    _, new_hidden = step_loss(params, cfg, inputs, targets, negatives, hidden, log_support, batch_size)
+    grads = numeric_grad(loss_of, params)
+    out_rows = np.concatenate([targets, negatives]).astype(int)
+    touched = {"Wy": out_rows, "By": out_rows}
+    input_name = {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg["mode"]]
+    touched[input_name] = np.union1d(touched.get(input_name, []), inputs).astype(int)
+    masks = {}
+    for name, value in params.items():
+        mask = np.ones(value.shape[0], bool)
+        if name in touched:
+            mask[:] = False
+            mask[touched[name]] = True
+        masks[name] = mask
+    lmbd, lr = cfg.get("lmbd", 0.0), cfg["learning_rate"]
+    for name in params:
+        grads[name] = grads[name] + lmbd * params[name] * expand(masks[name], params[name])
+    if cfg.get("grad_cap"):
+        norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+        cfg.setdefault("capped", []).append(norm > cfg["grad_cap"])
+        if norm > cfg["grad_cap"]:
+            grads = {n: g * cfg["grad_cap"] / norm for n, g in grads.items()}
+    opt["step"] = opt.get("step", 0) + 1
+    for name, value in params.items():
+        rows = masks[name]
+        g = grads[name][rows]
+        adapt = cfg.get("adapt", "adagrad")
+        if adapt == "adagrad":
+            acc = opt[f"acc/{name}"][rows] + g ** 2
+            opt[f"acc/{name}"][rows] = acc
+            update = -lr * g / np.sqrt(acc + 1e-6)
+        elif adapt == "rmsprop":
+            acc = 0.9 * opt[f"acc/{name}"][rows] + 0.1 * g ** 2
+            opt[f"acc/{name}"][rows] = acc
+            update = -lr * g / np.sqrt(acc + 1e-6)
+        else:
+            raise ValueError(adapt)
+        if cfg.get("momentum"):
+            velocity = cfg["momentum"] * opt[f"velocity/{name}"][rows] + update
+            opt[f"velocity/{name}"][rows] = velocity
+            update = velocity
+        value[rows] = value[rows] + update
+    return new_hidden
+
+
+def expand(mask, value):
+    return mask.reshape((-1,) + (1,) * (value.ndim - 1)).astype(float)
