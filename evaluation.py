@@ -15,6 +15,7 @@ import pytensor
 import pytensor.tensor as pt
 from tqdm.auto import tqdm
 
+import backend
 import gru4rec
 import sessiondata
 
@@ -191,7 +192,7 @@ class _DeviceScorer:
                                                cand_idx is not None, return_ranks)
         self.fn, hidden = model._fns[key]
         for var in hidden:  # every evaluation starts from zero states (and resets per session anyway)
-            gru4rec._set_shared(var, np.zeros(var.type.shape, gru4rec.FLOATX), model._cfg.device)
+            backend.set_on_device(var, np.zeros(var.type.shape, backend.FLOATX), model._cfg.device)
         n_items = model.n_items_
         self.cand = [] if cand_idx is None else [cand_idx, _positions(cand_idx, n_items)]
         self.return_ranks, self.pending = return_ranks, None
@@ -209,27 +210,27 @@ def _positions(cand_idx, n_items):
     return pos
 
 
-@gru4rec.float32_graph
+@backend.float32_graph
 def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ranks):
     """Compile K evaluation steps: feed the inputs, score candidates, rank targets, sum the metrics."""
     cfg = model._cfg
-    hidden = [gru4rec._shared(np.zeros((batch_size, h), gru4rec.FLOATX), f"eval_hidden_{i}", cfg.device)
+    hidden = [backend.shared_on_device(np.zeros((batch_size, h), backend.FLOATX), f"eval_hidden_{i}", cfg.device)
               for i, h in enumerate(cfg.layers)]
-    seqs = gru4rec.schedule_inputs(steps, batch_size)
+    seqs = backend.schedule_inputs(steps, batch_size)
     cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
 
     def step(item_idx, target_idx, reset, active, *args):
         states, cand_args = args[: len(hidden)], args[len(hidden):]
         new_states = model._step_graph(item_idx, reset, list(states))
         ranks = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args)
-        return [*new_states, pt.switch(active, ranks, 0).astype(gru4rec.FLOATX)]
+        return [*new_states, pt.switch(active, ranks, 0).astype(backend.FLOATX)]
 
     outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None], non_sequences=cand,
                             n_steps=steps, return_updates=False)
     ranks = outputs[-1]  # (K, B)
-    sums = pt.stack(_metric_sums(ranks, seqs[3], cutoffs, xp=pt)).astype(gru4rec.FLOATX)
+    sums = pt.stack(_metric_sums(ranks, seqs[3], cutoffs, xp=pt)).astype(backend.FLOATX)
     updates = {var: out[-1] for var, out in zip(hidden, outputs[:-1])}
-    fn = gru4rec._compile(seqs + cand, [sums, ranks] if return_ranks else [sums], updates)
+    fn = backend.compile_fn(seqs + cand, [sums, ranks] if return_ranks else [sums], updates)
     return fn, hidden
 
 

@@ -17,16 +17,15 @@ import numpy as np
 import pandas as pd
 import pytensor
 import pytensor.tensor as pt
-from pytensor.compile.mode import Mode, get_mode
-from pytensor.link.jax.linker import JAXLinker
 from tqdm.auto import tqdm
 
 import sessiondata
+from backend import (FLOATX, compile_fn, device_put, float32_graph, resolve_device, schedule_inputs,
+                     set_on_device, shared_on_device)
 
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
-FLOATX = "float32"
 
 
 NotFittedError = sessiondata.NotFittedError  # raised when a model is used before `fit` (or `load`)
@@ -221,97 +220,7 @@ def apply_update(param, update, velocity, momentum):
     return param + velocity, velocity
 
 
-# ---------------------------------------------------------------- compilation helpers
-class DonatingJAXLinker(JAXLinker):
-    """PyTensor's JAX linker, jitting with the updated shared inputs donated to XLA.
-
-    The stock linker makes XLA copy every updated shared variable (the whole item matrix and its
-    optimiser state) on each call; donating them lets the updates happen in place (DESIGN.md).
-    Consequence: an array read with ``get_value(borrow=True)`` is invalid after the next call.
-    """
-
-    def __init__(self, *args, donate=True, **kwargs):
-        self.donate = donate
-        super().__init__(*args, **kwargs)
-
-    def jit_compile(self, fn):
-        import jax
-
-        updated = set((self.fgraph.update_mapping or {}).values()) - set(self.scalar_shape_inputs)
-        jitted = jax.jit(fn, static_argnums=self.scalar_shape_inputs,
-                         donate_argnums=tuple(sorted(updated)) if self.donate else ())
-
-        def call(*args):
-            # 32-bit JAX even where another PyTensor graph switched the process-wide x64 flag on;
-            # PyTensor asks for 64-bit accumulators, which JAX then keeps at 32 bits: no warning
-            with jax.enable_x64(False), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Explicitly requested dtype")
-                return jitted(*args)
-        return call
-
-
-def float32_graph(method):
-    """Build the decorated graph with floatX=float32, so that Python scalars do not upcast."""
-    def wrapper(*args, **kwargs):
-        with pytensor.config.change_flags(floatX=FLOATX):
-            return method(*args, **kwargs)
-    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
-    return wrapper
-
-
-def _compile(inputs, outputs, updates=None, donate=True):
-    """Compile with the JAX linker (donating updated buffers) and float32 as floatX."""
-    base = get_mode("JAX")
-    mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=base.optimizer)
-    with warnings.catch_warnings():  # the JAX linker works on a copy of shared RNGs: intended here
-        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
-        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
-    fn.trust_input = True  # inputs are built by this module with the right dtypes
-    return fn
-
-
-def schedule_inputs(steps, batch_size):
-    """Symbolic (K, B) inputs, targets, reset and active, with static shapes (JAX needs them)."""
-    return [pt.tensor("inputs", shape=(steps, batch_size), dtype="int32"),
-            pt.tensor("targets", shape=(steps, batch_size), dtype="int32"),
-            pt.tensor("reset", shape=(steps, batch_size), dtype="bool"),
-            pt.tensor("active", shape=(steps, batch_size), dtype="bool")]
-
-
-def _device_put(value, device):
-    import jax
-
-    return jax.device_put(np.asarray(value), device)
-
-
-def _shared(value, name, device):
-    """A shared variable whose storage already lives on `device` (set_value would copy it to numpy)."""
-    value = np.asarray(value)
-    var = pytensor.shared(value, name=name, shape=value.shape)  # static shapes: static slices for JAX
-    var.container.storage[0] = _device_put(value, device)
-    return var
-
-
-def _set_shared(var, value, device):
-    var.container.storage[0] = _device_put(value, device)
-
-
-def resolve_device(device):
-    """Map None / 'cpu' / 'gpu' / 'cuda' to a JAX device; ValueError if it is not available."""
-    import jax
-
-    if device is None:
-        return jax.devices()[0]
-    platform = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}.get(str(device).lower())
-    if platform is None:
-        raise ValueError(f"device={device!r} is not one of None, 'cpu', 'gpu', 'cuda'")
-    try:
-        return jax.devices(platform)[0]
-    except RuntimeError as err:
-        raise ValueError(f"device={device!r} requested but JAX finds none ({err}); "
-                         f"available: {[str(d) for d in jax.devices()]}") from None
-
-
+# ---------------------------------------------------------------- negative sample store
 class SampleStore:
     """Negative samples drawn in advance (SPEC §4), consumed one row per training step.
 
@@ -761,16 +670,16 @@ class GRU4Rec:
         n_items = len(support)
         width = max(self._param_shapes(cfg, n_items)[n][0][1] if len(self._param_shapes(cfg, n_items)[n][0]) > 1
                     else 1 for n in self._sparse_names(cfg))
-        train_vars = {f"hidden_{i}": _shared(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
+        train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
                       for i, h in enumerate(cfg.layers)}
-        train_vars["buffer"] = _shared(np.zeros((n_items, width + 1), FLOATX), "buffer", device)
-        train_vars["ok"] = _shared(np.array(True), "ok", device)
+        train_vars["buffer"] = shared_on_device(np.zeros((n_items, width + 1), FLOATX), "buffer", device)
+        train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
         if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
             train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1
-        self._store_var = _shared(np.zeros(store_shape, np.int32), "sample_store", device)
+        self._store_var = shared_on_device(np.zeros(store_shape, np.int32), "sample_store", device)
         log_support = np.log(support).astype(FLOATX)
-        consts = [self._store_var, _shared(log_support, "log_support", device),
-                  _shared(cfg.sample_alpha * log_support, "log_support_alpha", device)]
+        consts = [self._store_var, shared_on_device(log_support, "log_support", device),
+                  shared_on_device(cfg.sample_alpha * log_support, "log_support_alpha", device)]
         variables = {**self._state, **train_vars}
         names = list(variables)
         # static (K, B) shapes: otherwise scan hoists (K, B, B) masks with a traced shape JAX rejects
@@ -783,7 +692,7 @@ class GRU4Rec:
             n_steps=K, strict=True, return_updates=False)
         updates = {variables[n]: out if n == "rng" else out[-1] for n, out in zip(names, outputs[:-1])}
         self._train_vars = train_vars
-        return _compile(seqs, outputs[-1], updates)
+        return compile_fn(seqs, outputs[-1], updates)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, data, retrain=False):
@@ -847,7 +756,7 @@ class GRU4Rec:
         self.n_items_ = len(item_map)
         self._param_names = list(self._param_shapes(cfg, self.n_items_))
         self._graph_params = {"layers": cfg.layers, "mode": cfg.mode, "emb_size": cfg.emb_size, "adapt": cfg.adapt}
-        self._state = {name: _shared(value, name, cfg.device) for name, value in state.items()}
+        self._state = {name: shared_on_device(value, name, cfg.device) for name, value in state.items()}
         self._support = support
         self._cfg = cfg
         self._fns, self._live = {}, None
@@ -864,7 +773,7 @@ class GRU4Rec:
                 step_active = chunk.active.any(axis=1)
                 rows, fresh = store.rows_for(step_active)
                 if fresh is not None:
-                    _set_shared(self._store_var, fresh, cfg.device)
+                    set_on_device(self._store_var, fresh, cfg.device)
                 losses = train_fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, rows)
                 if pending is not None:  # read the previous call's losses now: the device keeps working
                     loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
@@ -929,7 +838,7 @@ class GRU4Rec:
         if "feed" not in self._fns:
             item_idx, reset = pt.ivector("item_idx"), pt.vector("reset", dtype="bool")
             hidden = [pt.matrix(f"hidden_{i}", dtype=FLOATX) for i in range(len(self._cfg.layers))]
-            self._fns["feed"] = _compile([item_idx, reset, *hidden], self._step_graph(item_idx, reset, hidden),
+            self._fns["feed"] = compile_fn([item_idx, reset, *hidden], self._step_graph(item_idx, reset, hidden),
                                          donate=False)
         return self._fns["feed"]
 
@@ -938,11 +847,11 @@ class GRU4Rec:
         """Compiled (hidden_last, cand_idx) -> final_act scores (B, n_cand)."""
         if "score" not in self._fns:
             hidden_last, cand_idx = pt.matrix("hidden_last", dtype=FLOATX), pt.ivector("cand_idx")
-            self._fns["score"] = _compile([hidden_last, cand_idx], self._scores(hidden_last, cand_idx), donate=False)
+            self._fns["score"] = compile_fn([hidden_last, cand_idx], self._scores(hidden_last, cand_idx), donate=False)
         return self._fns["score"]
 
     def _zero_hidden(self, batch):
-        return [_device_put(np.zeros((batch, h), FLOATX), self._cfg.device) for h in self._cfg.layers]
+        return [device_put(np.zeros((batch, h), FLOATX), self._cfg.device) for h in self._cfg.layers]
 
     def _candidates(self, item_ids):
         """Item ids -> int32 indices (all items when None); unknown ids raise ValueError."""

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import backend
 import baselines
 import evaluation
 import gru4rec
@@ -102,7 +103,7 @@ def check_args(parser, args):
         parser.error(f"--eval-batch must be a positive integer, got {args.eval_batch}")
     if args.device is not None:
         try:
-            gru4rec.resolve_device(args.device)
+            backend.resolve_device(args.device)
         except ValueError as err:
             parser.error(f"--device {args.device}: {err}")
 

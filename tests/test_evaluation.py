@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import evaluation
+import backend
 import gru4rec
 import synthetic
 
@@ -166,7 +167,7 @@ def clone(model, folder):
 
 
 def set_weight(model, name, value):
-    gru4rec._set_shared(model._state[name], np.asarray(value, gru4rec.FLOATX), model._cfg.device)
+    backend.set_on_device(model._state[name], np.asarray(value, backend.FLOATX), model._cfg.device)
 
 
 def get_weight(model, name):

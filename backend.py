@@ -1,0 +1,105 @@
+"""Running PyTensor graphs on JAX: the donating linker, float32 graphs, device placement.
+
+DESIGN.md, "Backend": the JAX linker runs every compiled function on CPU or GPU; the shared
+variables that a function updates are donated to XLA so that the updates happen in place, and
+every symbolic input has a static shape (JAX compiles one program per shape).
+"""
+import warnings
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.mode import Mode, get_mode
+from pytensor.link.jax.linker import JAXLinker
+
+FLOATX = "float32"
+
+
+class DonatingJAXLinker(JAXLinker):
+    """PyTensor's JAX linker, jitting with the updated shared inputs donated to XLA.
+
+    The stock linker makes XLA copy every updated shared variable (the whole item matrix and its
+    optimiser state) on each call; donating them lets the updates happen in place (DESIGN.md).
+    Consequence: an array read with ``get_value(borrow=True)`` is invalid after the next call.
+    """
+
+    def __init__(self, *args, donate=True, **kwargs):
+        self.donate = donate
+        super().__init__(*args, **kwargs)
+
+    def jit_compile(self, fn):
+        import jax
+
+        updated = set((self.fgraph.update_mapping or {}).values()) - set(self.scalar_shape_inputs)
+        jitted = jax.jit(fn, static_argnums=self.scalar_shape_inputs,
+                         donate_argnums=tuple(sorted(updated)) if self.donate else ())
+
+        def call(*args):
+            # 32-bit JAX even where another PyTensor graph switched the process-wide x64 flag on;
+            # PyTensor asks for 64-bit accumulators, which JAX then keeps at 32 bits: no warning
+            with jax.enable_x64(False), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+                return jitted(*args)
+        return call
+
+
+def float32_graph(method):
+    """Build the decorated graph with floatX=float32, so that Python scalars do not upcast."""
+    def wrapper(*args, **kwargs):
+        with pytensor.config.change_flags(floatX=FLOATX):
+            return method(*args, **kwargs)
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
+def compile_fn(inputs, outputs, updates=None, donate=True):
+    """Compile with the JAX linker (donating updated buffers) and float32 as floatX."""
+    base = get_mode("JAX")
+    mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=base.optimizer)
+    with warnings.catch_warnings():  # the JAX linker works on a copy of shared RNGs: intended here
+        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
+        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
+    fn.trust_input = True  # inputs are built by this module with the right dtypes
+    return fn
+
+
+def schedule_inputs(steps, batch_size):
+    """Symbolic (K, B) inputs, targets, reset and active, with static shapes (JAX needs them)."""
+    return [pt.tensor("inputs", shape=(steps, batch_size), dtype="int32"),
+            pt.tensor("targets", shape=(steps, batch_size), dtype="int32"),
+            pt.tensor("reset", shape=(steps, batch_size), dtype="bool"),
+            pt.tensor("active", shape=(steps, batch_size), dtype="bool")]
+
+
+def device_put(value, device):
+    import jax
+
+    return jax.device_put(np.asarray(value), device)
+
+
+def shared_on_device(value, name, device):
+    """A shared variable whose storage already lives on `device` (set_value would copy it to numpy)."""
+    value = np.asarray(value)
+    var = pytensor.shared(value, name=name, shape=value.shape)  # static shapes: static slices for JAX
+    var.container.storage[0] = device_put(value, device)
+    return var
+
+
+def set_on_device(var, value, device):
+    var.container.storage[0] = device_put(value, device)
+
+
+def resolve_device(device):
+    """Map None / 'cpu' / 'gpu' / 'cuda' to a JAX device; ValueError if it is not available."""
+    import jax
+
+    if device is None:
+        return jax.devices()[0]
+    platform = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}.get(str(device).lower())
+    if platform is None:
+        raise ValueError(f"device={device!r} is not one of None, 'cpu', 'gpu', 'cuda'")
+    try:
+        return jax.devices(platform)[0]
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} requested but JAX finds none ({err}); "
+                         f"available: {[str(d) for d in jax.devices()]}") from None
