@@ -266,7 +266,7 @@ PARAM_DEFAULTS = dict(
     dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0, lmbd=0.0, embedding=0,
     constrained_embedding=False, n_sample=2048, sample_alpha=0.75, smoothing=0.0, bpreg=1.0, logq=0.0,
     sample_store=10_000_000, init_as_normal=False, sigma=0.0, adapt="adagrad", adapt_params=None,
-    grad_cap=0.0, train_random_order=False, time_sort=True, steps_per_call=64, seed=42, device=None,
+    grad_cap=0.0, train_random_order=False, time_sort=True, steps_per_call=None, seed=42, device=None,
     show_progress=True, session_key="SessionId", item_key="ItemId", time_key="Time",
 )
 
@@ -353,8 +353,9 @@ class GRU4Rec:
         Visit sessions in a fresh random order each epoch (overrides time_sort).
     time_sort : bool, default True
         Visit sessions by the time of their first event (else by session id).
-    steps_per_call : int, default 64
-        Mini-batches run per compiled call through ``scan`` (K). A speed knob: without dropout the
+    steps_per_call : int or None, default None
+        Mini-batches run per compiled call through ``scan`` (K); None: 1 on a CPU, 64 on a GPU
+        (measured fastest on each: see bench/README.md). A speed knob: without dropout the
         weights equal K=1, except that negatives are redrawn up to K-1 steps early when the sample
         store runs out; with dropout the masks differ (padding steps also draw them).
     seed : int or None, default 42
@@ -388,7 +389,7 @@ class GRU4Rec:
                  lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
                  adapt="adagrad", adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
-                 steps_per_call=64, seed=42, device=None, show_progress=True, session_key="SessionId",
+                 steps_per_call=None, seed=42, device=None, show_progress=True, session_key="SessionId",
                  item_key="ItemId", time_key="Time"):
         for name, value in locals().items():
             if name != "self":
@@ -424,8 +425,9 @@ class GRU4Rec:
         layers = (layers,) if _is_int(layers) else layers
         _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(_is_int(h) and h > 0 for h in layers),
                "layers", p["layers"], "a non-empty tuple of positive ints, e.g. (100,)")
-        for name in ("batch_size", "steps_per_call"):
-            _check(_is_int(p[name]) and p[name] >= 1, name, p[name], "a positive int")
+        _check(_is_int(p["batch_size"]) and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive int")
+        _check(p["steps_per_call"] is None or (_is_int(p["steps_per_call"]) and p["steps_per_call"] >= 1),
+               "steps_per_call", p["steps_per_call"], "a positive int or None")
         _check(_is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
         for name in ("n_sample", "sample_store"):
             _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
@@ -449,6 +451,7 @@ class GRU4Rec:
         _check(p["seed"] is None or _is_int(p["seed"]), "seed", p["seed"], "an int or None")
         for name in ("session_key", "item_key", "time_key"):
             _check(isinstance(p[name], str), name, p[name], "a column name (str)")
+        device = resolve_device(p["device"])
         if p["constrained_embedding"]:
             mode, emb_size = "shared", layers[-1]
         elif emb:
@@ -456,7 +459,8 @@ class GRU4Rec:
         else:
             mode, emb_size = "none", 0
         return _Config(**{**p, "layers": tuple(int(h) for h in layers), "mode": mode, "emb_size": emb_size,
-                          "adapt_consts": consts, "device": resolve_device(p["device"])})
+                          "adapt_consts": consts, "device": device,
+                          "steps_per_call": p["steps_per_call"] or (1 if device.platform == "cpu" else 64)})
 
     # -- weights ----------------------------------------------------------------------------
     def _param_shapes(self, cfg, n_items):
@@ -603,18 +607,21 @@ class GRU4Rec:
     def _apply_gradients(self, cfg, state, dense, dense_grads, idx, rows, row_grads, touched, loss, active):
         """Optimiser updates: dense parameters whole, item matrices only on the touched rows (SPEC §6).
 
-        Duplicate rows: each occurrence sees the summed gradient of its row and writes 1/count of the
-        row's change, so a row gets exactly one optimiser step on its summed gradient. A step whose
+        Duplicate rows: each occurrence sees the summed gradient of its row (a segment sum over the
+        sorted indices, O(occurrences), no n_items-sized buffer) and writes 1/count of the row's
+        change, so a row gets exactly one optimiser step on its summed gradient. A step whose
         loss or gradient is not finite changes nothing, and neither do the steps after it (`ok`).
         """
-        buffer, weights = state["buffer"], {}
+        weights = {}
         for name in idx:
             width = 1 if rows[name].ndim == 1 else state[name].type.shape[1]  # static, for JAX slices
-            g = row_grads[name].reshape((idx[name].shape[0], width))
+            n_occ = idx[name].type.shape[0]
+            g = row_grads[name].reshape((n_occ, width))
             ext = pt.concatenate([g, touched[name][:, None].astype(FLOATX)], axis=1)
-            summed = pt.inc_subtensor(buffer[idx[name], : width + 1], ext)
-            gathered = summed[idx[name], : width + 1]
-            buffer = pt.set_subtensor(summed[idx[name], : width + 1], pt.zeros_like(gathered))
+            # duplicates share one segment: the position of their value's first occurrence in sorted order
+            first = pt.searchsorted(pt.sort(idx[name]), idx[name]).astype("int32")
+            summed = pt.inc_subtensor(pt.zeros((n_occ, width + 1), dtype=FLOATX)[first], ext)
+            gathered = summed[first]
             row_grads[name] = gathered[:, :width].reshape(rows[name].shape)
             weights[name] = touched[name] / pt.maximum(gathered[:, width], 1)
         if cfg.lmbd:
@@ -629,7 +636,7 @@ class GRU4Rec:
         ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
         apply = ok & pt.any(active)  # padded steps at the end of an epoch change nothing
         step = state["step"] + 1
-        new = {"buffer": buffer, "ok": ok, "step": pt.switch(apply, step, state["step"])}
+        new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
         for name in dense:
             self._optimize(cfg, state, name, dense_grads[name], state[name], step, new,
                            lambda old, value: pt.switch(apply, value, old))
@@ -650,11 +657,22 @@ class GRU4Rec:
         gather = (lambda k: state[k]) if idx is None else (lambda k: state[k][idx])
         update, new_states = optimizer_step(cfg.adapt, cfg.adapt_consts, grad, [gather(k) for k in keys],
                                             np.float32(cfg.learning_rate), step)
+        if idx is not None and cfg.adapt in ("adagrad", "rmsprop"):
+            # write the accumulator first, then read its touched rows back for the step: the update
+            # then depends on the scatter, so XLA needs no copy of the old accumulator
+            old_acc = gather(keys[0])
+            new[keys[0]] = pt.inc_subtensor(state[keys[0]][idx], combine(old_acc, new_states[0]) * weight)
+            acc_rows = new[keys[0]][idx]
+            update = -np.float32(cfg.learning_rate) * grad / pt.sqrt(acc_rows + np.float32(cfg.adapt_consts["epsilon"]))
+            keys, new_states = keys[1:], new_states[1:]
         velocity_key = f"velocity/{name}"
         velocity = gather(velocity_key) if cfg.momentum else None
         value, new_velocity = apply_update(param, update, velocity, np.float32(cfg.momentum))
+        if idx is not None and cfg.momentum:
+            new[velocity_key] = pt.inc_subtensor(state[velocity_key][idx], combine(velocity, new_velocity) * weight)
+            value = param + new[velocity_key][idx]
         pairs = [(name, param, value)] + list(zip(keys, [gather(k) for k in keys], new_states))
-        if cfg.momentum:
+        if cfg.momentum and idx is None:
             pairs.append((velocity_key, velocity, new_velocity))
         for key, old, val in pairs:
             if idx is None:
@@ -667,12 +685,8 @@ class GRU4Rec:
         """Compile K training steps per call: scan over the schedule chunk, state carried on device."""
         K, B = cfg.steps_per_call, cfg.batch_size
         device = cfg.device
-        n_items = len(support)
-        width = max(self._param_shapes(cfg, n_items)[n][0][1] if len(self._param_shapes(cfg, n_items)[n][0]) > 1
-                    else 1 for n in self._sparse_names(cfg))
         train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
                       for i, h in enumerate(cfg.layers)}
-        train_vars["buffer"] = shared_on_device(np.zeros((n_items, width + 1), FLOATX), "buffer", device)
         train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
         if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
             train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1

@@ -106,6 +106,7 @@ BY_NAME = {
     'adapt': (_or_none(str), 'an optimiser name or None'),
     'adapt_params': (_or_none(_to_dict), "name:value pairs separated by '/', {} or None"),
     'device': (_or_none(str), 'a device name or None'),
+    'steps_per_call': (_or_none(int), 'an integer or None'),
 }
 BY_TYPE = {
     bool: (_to_bool, 'a boolean (true/false/1/0)'),

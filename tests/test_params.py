@@ -15,7 +15,7 @@ DEFAULTS = dict(
     lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
     smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10000000, init_as_normal=False, sigma=0.0,
     adapt='adagrad', adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
-    steps_per_call=64, seed=42, device=None, show_progress=True, session_key='SessionId',
+    steps_per_call=None, seed=42, device=None, show_progress=True, session_key='SessionId',
     item_key='ItemId', time_key='Time')
 
 
@@ -269,3 +269,10 @@ def test_paramfile_matches_spec(name):
 def test_defaults_match_the_model():
     gru4rec = pytest.importorskip('gru4rec')
     assert gru4rec.GRU4Rec().get_params() == DEFAULTS
+
+
+def test_steps_per_call_is_an_int_or_none():
+    assert parse_param_string("steps_per_call=16", DEFAULTS) == {"steps_per_call": 16}
+    assert parse_param_string("steps_per_call=None", DEFAULTS) == {"steps_per_call": None}
+    with pytest.raises(ValueError, match="steps_per_call"):
+        parse_param_string("steps_per_call=fast", DEFAULTS)
