@@ -241,6 +241,16 @@ def test_dropout_masks_differ_per_step_and_are_threaded_through_scan():
 
 
 # ---------------------------------------------------------------- negative sampling (host side)
+@pytest.mark.parametrize("probabilities", [[0.5, 0.5], [1.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4],
+                                           np.random.default_rng(3).pareto(1.0, 1000) + 1])
+def test_alias_table_implies_exactly_the_distribution(probabilities):
+    p = np.asarray(probabilities, dtype=float) / np.sum(probabilities)
+    accept, alias = gru4rec.alias_table(p)
+    implied = accept / len(p)  # column j kept with accept[j], else its alias
+    np.add.at(implied, alias, (1 - accept) / len(p))
+    np.testing.assert_allclose(implied, p, atol=1e-12)
+
+
 def test_sample_store_draws_by_support_to_the_alpha():
     support = np.array([1, 4, 9, 16, 0, 25])
     store = gru4rec.SampleStore(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4,
