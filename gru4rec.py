@@ -10,7 +10,6 @@ import logging
 import os
 import tempfile
 import time
-import warnings
 from difflib import get_close_matches
 
 import numpy as np
@@ -718,9 +717,7 @@ class GRU4Rec:
         variables = {**self._state, **train_vars}
         names = list(variables)
         # static (K, B) shapes: otherwise scan hoists (K, B, B) masks with a traced shape JAX rejects
-        seqs = [pt.tensor("inputs", dtype="int32", shape=(K, B)), pt.tensor("targets", dtype="int32", shape=(K, B)),
-                pt.tensor("reset", dtype="bool", shape=(K, B)), pt.tensor("active", dtype="bool", shape=(K, B)),
-                pt.tensor("sample_rows", dtype="int32", shape=(K,))]
+        seqs = schedule_inputs(K, B) + [pt.tensor("sample_rows", dtype="int32", shape=(K,))]
         outputs = pytensor.scan(
             lambda *a: self._train_step(cfg, names, B, *a), sequences=seqs,
             outputs_info=[variables[n] for n in names] + [None], non_sequences=consts,

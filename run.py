@@ -27,7 +27,6 @@ import baselines
 import evaluation
 import gru4rec
 import params as paramtext
-import sessiondata
 
 logger = logging.getLogger(__name__)
 
