@@ -82,7 +82,8 @@ def parse_args(argv=None):
     parser.add_argument("--params", default="", help="extra model parameters, e.g. 'momentum=0.3,n_sample=1024'")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="model device (default: JAX's default device)")
     parser.add_argument("--cpus", type=int, help="restrict the process to this many CPU cores (1: single-threaded)")
-    parser.add_argument("--million", action="store_true", help="also train with 1,000,000 items vs 40,000 (subprocesses)")
+    parser.add_argument("--million", action="store_true",
+                        help="also train with 1,000,000 items vs 40,000 (subprocesses)")
     parser.add_argument("--million-items", type=int, default=MILLION, help=argparse.SUPPRESS)
     parser.add_argument("--real", metavar="TRAIN", help="real training events (TSV/CSV...) instead of synthetic data")
     parser.add_argument("--real-test", metavar="TEST", help="real test events for the evaluation measurement")
@@ -475,7 +476,8 @@ def targets_lines(rows, platform_name):
             lines.append(f"  B=80/h=224 {LOSS_LABEL[row['loss']]} K={row['K']}: {row['events_per_s']:.0f} events/s = "
                          f"{row['events_per_s'] / PYTORCH_CPU_EVENTS_PER_S:.2f}x the authors' PyTorch reference "
                          f"({PYTORCH_CPU_EVENTS_PER_S}/s single-threaded, not measured here); target >= "
-                         f"{CPU_TARGET_EVENTS_PER_S:.0f} (2.5x): {'met' if row['events_per_s'] >= CPU_TARGET_EVENTS_PER_S else 'NOT met'}")
+                         f"{CPU_TARGET_EVENTS_PER_S:.0f} (2.5x): "
+                         f"{'met' if row['events_per_s'] >= CPU_TARGET_EVENTS_PER_S else 'NOT met'}")
         target = GPU_TARGET_BATCHES_PER_S.get((row["B"], row["h"]))
         if platform_name == "gpu" and target:
             lines.append(f"  B={row['B']}/h={row['h']} {LOSS_LABEL[row['loss']]} K={row['K']}: "
@@ -529,7 +531,8 @@ def print_report(info, rows, evals, cache, million):
                   f"{c['eval']['first_call_seconds']:.2f} s (evaluate compile ~{c['eval']['compile_seconds']:.2f} s)")
     if million:
         n_big = million["n_items_big"]
-        print(f"\n{n_big:,} items vs {N_ITEMS:,} (B={million['B']}/h={million['h']} {LOSS_LABEL[million['loss']]} K={million['K']}, "
+        print(f"\n{n_big:,} items vs {N_ITEMS:,} (B={million['B']}/h={million['h']} "
+              f"{LOSS_LABEL[million['loss']]} K={million['K']}, "
               "same training events, fresh processes)")
         for name in ("base", "million"):
             m = million[name]
@@ -539,7 +542,8 @@ def print_report(info, rows, evals, cache, million):
             print(f"  {m['n_items']:>9d} items: {m['batches_per_s']:8.1f} mini-batches/s {m['events_per_s']:8.0f} "
                   f"events/s, compile {m['compile_seconds']:.1f} s, setup {m['setup_seconds']:.1f} s, "
                   f"{m['peak_memory']['what']} {gib(m['peak_memory']['bytes'])}"
-                  + (f" (after training {gib(m['peak_memory']['now_bytes'])})" if m["peak_memory"].get("now_bytes") else ""))
+                  + (f" (after training {gib(m['peak_memory']['now_bytes'])})"
+                     if m["peak_memory"].get("now_bytes") else ""))
         if million.get("ratio") is not None:
             print(f"  ratio {n_big:,} / {N_ITEMS:,} items (events/s): {million['ratio']:.2f} (the design asks for ~1: "
                   "a step touches only the sampled rows)")
