@@ -78,6 +78,8 @@ def build_parser():
     parser.add_argument("--model", choices=["gru4rec", *BASELINES], default="gru4rec",
                         help="model to train (default: gru4rec)")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="compute device (default: what JAX finds)")
+    parser.add_argument("--compilation-cache", metavar="DIR",
+                        help="keep compiled XLA programs in DIR between runs (faster start-up)")
     parser.add_argument("--seed", type=int, help="random seed of GRU4Rec (overrides seed= in -ps/-pf)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO",
@@ -227,6 +229,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_args(parser, args)
     configure_logging(args.log_level)
+    if args.compilation_cache:
+        backend.enable_compilation_cache(args.compilation_cache)
     try:
         params = model_params(args)
     except ValueError as err:
