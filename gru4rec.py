@@ -522,7 +522,7 @@ class GRU4Rec:
         return values.astype(FLOATX)
 
     def _new_state(self, cfg, n_items, rng):
-        """Fresh weights, zero optimiser state, velocities and training buffers (numpy)."""
+        """Fresh weights, zero optimiser state and velocities, and the Adam step counter (numpy)."""
         state = {}
         for name, (shape, n_blocks) in self._param_shapes(cfg, n_items).items():
             state[name] = self._init_weight(cfg, shape, n_blocks, rng)

@@ -44,6 +44,7 @@ import evaluation
 import gru4rec
 import params as paramtext
 import sessiondata
+from run import configure_logging
 
 logger = logging.getLogger("gru4rec.paropt")
 CUTOFFS = (1, 5, 10, 20)
@@ -350,9 +351,7 @@ def main(argv=None):
     """Run the search from the command line; returns 0 (usage errors exit 2, failures exit 1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("jax", "pytensor"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(args.log_level), logging.WARNING))
+    configure_logging(args.log_level)
     defaults = gru4rec.GRU4Rec().get_params()
     if args.n_trials < 1:
         parser.error(f"-n must be a positive integer, got {args.n_trials}")

@@ -40,6 +40,7 @@ import evaluation
 import gru4rec
 import params as paramtext
 import sessiondata
+from run import configure_logging
 
 logger = logging.getLogger("gru4rec.bench.accuracy")
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,9 +246,7 @@ def benchmark(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("jax", "pytensor"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(args.log_level), logging.WARNING))
+    configure_logging(args.log_level)
     args.command = " ".join(["python -m bench.accuracy", *(sys.argv[1:] if argv is None else argv)])
     try:
         resolve_datasets(args)
