@@ -19,8 +19,16 @@ import pytensor.tensor as pt
 from tqdm.auto import tqdm
 
 import sessiondata
-from backend import (FLOATX, compile_fn, device_put, float32_graph, resolve_device, schedule_inputs,
-                     set_on_device, shared_on_device)
+from backend import (
+    FLOATX,
+    compile_fn,
+    device_put,
+    float32_graph,
+    resolve_device,
+    schedule_inputs,
+    set_on_device,
+    shared_on_device,
+)
 
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
@@ -526,31 +534,31 @@ class GRU4Rec:
         state = {}
         for name, (shape, n_blocks) in self._param_shapes(cfg, n_items).items():
             state[name] = self._init_weight(cfg, shape, n_blocks, rng)
-            for s in OPTIMIZER_STATES[cfg.adapt]:
-                state[f"{s}/{name}"] = np.zeros(shape, dtype=FLOATX)
-            if cfg.momentum:
-                state[f"velocity/{name}"] = np.zeros(shape, dtype=FLOATX)
+            state.update({key: np.zeros(shape, dtype=FLOATX) for key in self._optimizer_keys(cfg, name)})
         state["step"] = np.zeros((), dtype=FLOATX)
         return state
+
+    @staticmethod
+    def _optimizer_keys(cfg, name):
+        """State keys of parameter `name`'s optimiser state and velocity."""
+        return [f"{s}/{name}" for s in OPTIMIZER_STATES[cfg.adapt]] + ([f"velocity/{name}"] if cfg.momentum else [])
 
     def _grown_state(self, cfg, n_items, rng):
         """The fitted state with rows for new items appended (SPEC §8): weights initialised as new,
         optimiser state and velocity zero. Existing rows and optimiser state are kept (documented in fit)."""
         old = {name: np.asarray(var.get_value(borrow=True)) for name, var in self._state.items()}
         shapes = self._param_shapes(cfg, n_items)
-        fresh = self._new_state(cfg, n_items, rng)
-        for name in self._sparse_names(cfg):
-            n_new = n_items - old[name].shape[0]
-            new_rows = self._init_weight(cfg, shapes[name][0], shapes[name][1], rng, n_rows=n_new)
-            old[name] = np.concatenate([old[name], new_rows])
-            for key in fresh:
-                if key.endswith("/" + name):
-                    old[key] = np.concatenate([old[key], fresh[key][old[key].shape[0]:]])
-        missing = set(fresh) - set(old)
+        keys = [key for name in shapes for key in [name] + self._optimizer_keys(cfg, name)] + ["step"]
+        missing = set(keys) - set(old)
         if missing:
             raise ValueError(f"cannot retrain: the fitted model has no state {sorted(missing)}; "
                              "fit with retrain=False after changing adapt or momentum")
-        return {key: old[key] for key in fresh}
+        for name in self._sparse_names(cfg):
+            (shape, n_blocks), n_new = shapes[name], n_items - old[name].shape[0]
+            old[name] = np.concatenate([old[name], self._init_weight(cfg, shape, n_blocks, rng, n_rows=n_new)])
+            for key in self._optimizer_keys(cfg, name):
+                old[key] = np.concatenate([old[key], np.zeros((n_new,) + shape[1:], dtype=FLOATX)])
+        return {key: old[key] for key in keys}
 
     def _check_retrain(self, cfg):
         self._check_fitted()

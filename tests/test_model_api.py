@@ -11,11 +11,12 @@ import pickle
 import re
 
 import numpy as np
+import numpy_reference as ref
 import pandas as pd
 import pytest
+from state_capture import captured_fitted_state
 
 import gru4rec
-import numpy_reference as ref
 import synthetic
 
 PARAMS = dict(loss="cross-entropy", final_act="softmax", constrained_embedding=True, layers=(8,), batch_size=4,
@@ -200,15 +201,7 @@ def retrained(fitted, saved):
         for t, item in enumerate(rng.choice(pool, size=4)):
             rows.append((1000 + session, item, 100.0 * session + t))
     new_data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
-    grown = {}
-    original = gru4rec.GRU4Rec._set_fitted
-
-    def spy(self, cfg, item_map, state, support):
-        grown.update({name: np.array(value, copy=True) for name, value in state.items()})
-        return original(self, cfg, item_map, state, support)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gru4rec.GRU4Rec, "_set_fitted", spy)
+    with captured_fitted_state() as grown:
         model.fit(new_data, retrain=True)
     return fitted[0], model, before, grown, new_data, new_items
 
@@ -250,6 +243,12 @@ def test_retrain_with_changed_shapes_raises(saved):
         model.set_params(**{**PARAMS, **change})
         with pytest.raises(ValueError, match="cannot retrain after changing"):
             model.fit(_events(), retrain=True)
+
+
+def test_retrain_with_momentum_switched_on_names_the_missing_state(saved):
+    model = gru4rec.GRU4Rec.load(saved[1]).set_params(**{**PARAMS, "momentum": 0.3})
+    with pytest.raises(ValueError, match=r"cannot retrain: the fitted model has no state \['velocity/"):
+        model.fit(_events(), retrain=True)
 
 
 # ---------------------------------------------------------------- validation
