@@ -6,11 +6,12 @@ with finite-difference gradients (tests/numpy_reference.py) and compare every we
 optimiser state with the model's at float32 tolerance.
 """
 import numpy as np
+import numpy_reference as ref
 import pandas as pd
 import pytest
+from state_capture import captured_fitted_state
 
 import gru4rec
-import numpy_reference as ref
 import synthetic
 
 COMMON = dict(show_progress=False, seed=7, n_epochs=1)
@@ -22,15 +23,7 @@ def _state(model):
 
 def fit_capturing_init(data, **params):
     """Fit and also return the freshly initialised state (spied from the fit, before any step)."""
-    captured = {}
-    original = gru4rec.GRU4Rec._set_fitted
-
-    def spy(self, cfg, item_map, state, support):
-        captured.update({name: np.array(value, copy=True) for name, value in state.items()})
-        return original(self, cfg, item_map, state, support)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gru4rec.GRU4Rec, "_set_fitted", spy)
+    with captured_fitted_state() as captured:
         model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(data)
     return model, captured
 
