@@ -195,7 +195,7 @@ class _DeviceScorer:
             backend.set_on_device(var, np.zeros(var.type.shape, backend.FLOATX), model._cfg.device)
         n_items = model.n_items_
         self.cand = [] if cand_idx is None else [cand_idx, _positions(cand_idx, n_items)]
-        self.return_ranks, self.pending = return_ranks, None
+        self.return_ranks = return_ranks
 
     def __call__(self, chunk):
         out = self.fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, *self.cand)
