@@ -1,7 +1,9 @@
 """Next-item evaluation: Recall@N and MRR@N (SPEC §7), session-parallel, on the compute device.
 
 Each test session starts from a zero hidden state; a session of length L gives L-1 points (input
-item t, target t+1); test events whose item the model does not know are dropped first. The
+item t, target t+1); test events whose item the model does not know are dropped first. A model
+fitted with ``user_key`` is evaluated on user sequences; given the users' ``history``, each test
+sequence continues from the state the model reached on that history (issue 8). The
 target is ranked against every item of the model (or a candidate subset) with one of three tie
 modes. GRU4Rec models are scored by a compiled K-step ``scan`` that returns only the per-call
 sums (and, on request, the ranks); other models (`baselines`) are scored on the host through
@@ -11,6 +13,7 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 from tqdm.auto import tqdm
@@ -40,7 +43,7 @@ def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
 
 
 def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=None, batch_size=512,
-             steps_per_call=32, return_ranks=False, show_progress=False):
+             steps_per_call=32, return_ranks=False, show_progress=False, history=None):
     """Recall@N and MRR@N of next-item prediction on `test_data`, all cut-offs in one pass.
 
     Parameters
@@ -61,6 +64,12 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     return_ranks : bool, default False
         Also return the rank of every evaluation point, in schedule order, with its session id
         and position.
+    history : DataFrame or path or None
+        Only for a GRU4Rec model fitted with ``user_key``: events of the same users before the
+        test (normally the training data). Each user's test sequence then starts from the hidden
+        state after feeding the user's history (in time order, unknown items skipped), and the
+        user's first test event is predicted too, from the last history event (a point with
+        position -1 in the ranks). Users without history start from zero as usual.
 
     Returns
     -------
@@ -79,16 +88,22 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     cutoffs = _check_args(model, cutoffs, mode, batch_size, steps_per_call)
     started = time.perf_counter()
     item_map = getattr(model, "item_map_", None) or sessiondata.ItemMap(model.item_ids_)
-    events = sessiondata.load_events(test_data, model.session_key, model.item_key, model.time_key)
-    test = sessiondata.SessionData.from_events(events, item_map, model.session_key, model.item_key,
-                                               model.time_key, drop_unknown=True)
+    user_key = getattr(model, "user_key", None)
+    if history is not None and (user_key is None or not isinstance(model, gru4rec.GRU4Rec)):
+        raise ValueError("history continues users' hidden states: it needs a GRU4Rec model fitted with user_key")
+    read = _sequence_reader(model, item_map)
+    events, test = read(test_data)
     if test.n_dropped:
         logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
+    init = None
+    if history is not None:
+        test, init = _continued(model, test, events, *read(history), batch_size, steps_per_call)
     if test.n_steps == 0:
-        raise ValueError("the test data has no session with 2 or more known items: nothing to evaluate")
+        unit = "user" if user_key else "session"
+        raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate")
     cand_idx = _candidates(item_map, items)
     scorer = (_DeviceScorer if isinstance(model, gru4rec.GRU4Rec) else _HostScorer)(
-        model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks)
+        model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks, init)
     order = np.arange(test.n_sessions)
     chunks = sessiondata.session_parallel_schedule(test, order, batch_size, steps_per_call)
     total = sessiondata.n_chunks(test, order, batch_size, steps_per_call)
@@ -103,7 +118,7 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
               "mrr": {c: float(sums[len(cutoffs) + i] / n) for i, c in enumerate(cutoffs)},
               "n_points": n, "n_dropped": test.n_dropped, "seconds": time.perf_counter() - started}
     if return_ranks:
-        result["ranks"] = _rank_frame(test, ranks, model.session_key)
+        result["ranks"] = _rank_frame(test, ranks, user_key or model.session_key, init)
     return result
 
 
@@ -138,12 +153,12 @@ def _candidates(item_map, items):
     return np.unique(idx).astype(np.int32)
 
 
-def _rank_frame(test, ranks, session_key):
-    import pandas as pd
-
+def _rank_frame(test, ranks, session_key, init=None):
     active = np.concatenate([c.active.ravel() for c, _ in ranks])
     session = np.concatenate([c.session.ravel() for c, _ in ranks])[active]
     position = np.concatenate([c.position.ravel() for c, _ in ranks])[active]
+    if init is not None:  # continued sequences begin with the last history event: position -1
+        position = position - init.continued[session]
     values = np.concatenate([np.asarray(r).ravel() for _, r in ranks])[active]
     return pd.DataFrame({session_key: test.session_ids[session], "position": position, "rank": values})
 
@@ -160,7 +175,7 @@ def _metric_sums(ranks, active, cutoffs, xp=np):
 class _HostScorer:
     """Any model with ``score_step(reset, input_idx, active) -> (B, n_items)`` scores; ranked in numpy."""
 
-    def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks):
+    def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks, init=None):
         self.model, self.cutoffs, self.mode, self.cand_idx = model, cutoffs, mode, cand_idx
         model.reset_state()
 
@@ -184,21 +199,23 @@ class _HostScorer:
 class _DeviceScorer:
     """GRU4Rec: one compiled call runs K steps and returns the metric sums (and the ranks)."""
 
-    def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks):
+    def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks, init=None):
         model._check_fitted()
-        key = ("evaluate", batch_size, steps_per_call, tuple(cutoffs), mode, cand_idx is None, return_ranks)
+        key = ("evaluate", batch_size, steps_per_call, tuple(cutoffs), mode, cand_idx is None, return_ranks,
+               init is not None)
         if key not in model._fns:
             model._fns[key] = _compile_rank_fn(model, batch_size, steps_per_call, cutoffs, mode,
-                                               cand_idx is not None, return_ranks)
+                                               cand_idx is not None, return_ranks, init is not None)
         self.fn, hidden = model._fns[key]
         for var in hidden:  # every evaluation starts from zero states (and resets per session anyway)
             backend.set_on_device(var, np.zeros(var.type.shape, backend.FLOATX), model._cfg.device)
         n_items = model.n_items_
         self.cand = [] if cand_idx is None else [cand_idx, _positions(cand_idx, n_items)]
-        self.return_ranks = return_ranks
+        self.return_ranks, self.init = return_ranks, init
 
     def __call__(self, chunk):
-        out = self.fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, *self.cand)
+        extra = self.init.step_inputs(chunk) if self.init is not None else []
+        out = self.fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, *extra, *self.cand)
         sums = np.asarray(out[0], dtype=float)
         return sums, (out[1] if self.return_ranks else None)
 
@@ -211,15 +228,29 @@ def _positions(cand_idx, n_items):
 
 
 @backend.float32_graph
-def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ranks):
-    """Compile K evaluation steps: feed the inputs, score candidates, rank targets, sum the metrics."""
+def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ranks, continued=False):
+    """Compile K evaluation steps: feed the inputs, score candidates, rank targets, sum the metrics.
+
+    continued: two more step inputs, `start` (K, B) and the start states (K, B, h) per layer: a
+    slot whose step has `start` takes the given state instead of zero.
+    """
     cfg = model._cfg
     hidden = [backend.shared_on_device(np.zeros((batch_size, h), backend.FLOATX), f"eval_hidden_{i}", cfg.device)
               for i, h in enumerate(cfg.layers)]
     seqs = backend.schedule_inputs(steps, batch_size)
+    if continued:
+        seqs += [pt.tensor("start", shape=(steps, batch_size), dtype="bool")] + [
+            pt.tensor(f"start_state_{i}", shape=(steps, batch_size, h), dtype=backend.FLOATX)
+            for i, h in enumerate(cfg.layers)]
     cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
+    n_layers = len(hidden)
 
     def step(item_idx, target_idx, reset, active, *args):
+        if continued:
+            start, init, args = args[0], args[1:1 + n_layers], args[1 + n_layers:]
+            states = [pt.switch(start[:, None], s0, s) for s0, s in zip(init, args[:n_layers])]
+            reset = reset & ~start
+            args = (*states, *args[n_layers:])
         states, cand_args = args[: len(hidden)], args[len(hidden):]
         new_states = model._step_graph(item_idx, reset, list(states))
         ranks = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args)
@@ -248,3 +279,98 @@ def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=N
     in_scores = pos >= 0
     target = pt.switch(in_scores, scores[rows, pt.maximum(pos, 0)], own)  # the column itself where scored
     return target_ranks(scores, target, in_scores, mode, xp=pt)
+
+
+# ---------------------------------------------------------------- user histories (issue 8)
+def _sequence_reader(model, item_map):
+    """events -> (frame, SessionData) grouped as the model was trained: by session, or by user."""
+    load_keys, seq_key, break_key = sessiondata.sequence_keys(
+        model.session_key, getattr(model, "user_key", None), getattr(model, "reset_between_sessions", False))
+
+    def read(data):
+        events = sessiondata.load_events(data, item_key=model.item_key, time_key=model.time_key, **load_keys)
+        return events, sessiondata.SessionData.from_events(events, item_map, seq_key, model.item_key,
+                                                           model.time_key, drop_unknown=True, break_key=break_key)
+    return read
+
+
+class _StartStates:
+    """Per test sequence: does it continue a history (`continued`, 0/1), and the states it starts from."""
+
+    def __init__(self, continued, states):
+        self.continued, self.states = continued, states  # (n_seq,) int; per layer (n_seq, h)
+
+    def step_inputs(self, chunk):
+        """`start` (K, B) and the start states (K, B, h) per layer for one chunk."""
+        session = np.maximum(chunk.session, 0)
+        start = chunk.active & (chunk.position == 0) & (self.continued[session] == 1)
+        return [start] + [np.where(start[..., None], s[session], 0).astype(backend.FLOATX) for s in self.states]
+
+
+def _continued(model, test, test_events, history_events, history, batch_size, steps):
+    """Prepend each user's last history event to their test sequence; the states before it.
+
+    Returns the new test SessionData and a `_StartStates`. The break flags (reset_between_sessions)
+    are recomputed on the joined events, so a session running from the history into the test
+    keeps its state.
+    """
+    seq_key = model.user_key
+    known = model.item_map_.indices(history_events[model.item_key].to_numpy()) >= 0
+    last = history.offsets[1:] - 1  # each history sequence's last known event, sorted order
+    before = _states_before_last(model, history, batch_size, steps)
+    test_users = test.session_ids
+    row = pd.Index(history.session_ids).get_indexer(test_users)  # -1: no history
+    ordered = history_events[known].iloc[np.lexsort((history_events[model.time_key].to_numpy()[known],
+                                                     pd.factorize(history_events[seq_key].to_numpy()[known],
+                                                                  sort=True)[0]))]
+    tail = ordered.iloc[last[row[row >= 0]]].copy()
+    # the tail takes the time of the user's first test event and comes first: sorting is stable
+    first_time = test_events.groupby(seq_key, sort=False)[model.time_key].min()
+    tail[model.time_key] = first_time.reindex(tail[seq_key]).to_numpy()
+    joined = pd.concat([tail, test_events], ignore_index=True)
+    joined_data = _sequence_reader(model, model.item_map_)(joined)[1]
+    continued = np.isin(joined_data.session_ids, tail[seq_key].to_numpy()).astype(np.int64)
+    hist_row = pd.Index(history.session_ids).get_indexer(joined_data.session_ids)
+    states = [np.where(continued[:, None] == 1, s[np.maximum(hist_row, 0)], 0) for s in before]
+    logger.info("evaluation continues %d of %d test users from their history", int(continued.sum()),
+                len(continued))
+    return joined_data, _StartStates(continued, states)
+
+
+def _states_before_last(model, data, batch_size, steps):
+    """Hidden states (per layer, (n_seq, h)) after feeding each sequence all but its last event.
+
+    One compiled K-step feed (no scoring) over the session-parallel schedule; a sequence of one
+    event keeps the zero state.
+    """
+    key = ("feed_states", batch_size, steps)
+    if key not in model._fns:
+        model._fns[key] = _compile_feed_fn(model, batch_size, steps)
+    fn = model._fns[key]
+    layers = model._cfg.layers
+    states = [np.zeros((data.n_sessions, h), backend.FLOATX) for h in layers]
+    hidden = model._zero_hidden(batch_size)
+    length = np.diff(data.offsets)
+    order = np.arange(data.n_sessions)
+    for chunk in sessiondata.session_parallel_schedule(data, order, batch_size, steps):
+        out = fn(chunk.inputs, chunk.reset, *hidden)
+        hidden = [o[-1] for o in out]
+        session = np.maximum(chunk.session, 0)
+        k, b = np.nonzero(chunk.active & (chunk.position == length[session] - 2))
+        if len(k):
+            for layer, o in enumerate(out):
+                states[layer][chunk.session[k, b]] = np.asarray(o)[k, b]
+    return states
+
+
+@backend.float32_graph
+def _compile_feed_fn(model, batch_size, steps):
+    """Compile K feeding steps (no scoring): (inputs, reset, *hidden) -> (K, B, h) states per layer."""
+    seqs = backend.schedule_inputs(steps, batch_size)
+    inputs, reset = seqs[0], seqs[2]
+    hidden = [pt.tensor(f"hidden_{i}", shape=(batch_size, h), dtype=backend.FLOATX)
+              for i, h in enumerate(model._cfg.layers)]
+    outputs = pytensor.scan(lambda item_idx, r, *states: model._step_graph(item_idx, r, list(states)),
+                            sequences=[inputs, reset], outputs_info=hidden, n_steps=steps, return_updates=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return backend.compile_fn([inputs, reset, *hidden], list(outputs), donate=False)

@@ -295,7 +295,8 @@ PARAM_DEFAULTS = dict(
     constrained_embedding=False, n_sample=2048, sample_alpha=0.75, smoothing=0.0, bpreg=1.0, logq=0.0,
     sample_store=10_000_000, init_as_normal=False, sigma=0.0, adapt="adagrad", adapt_params=None,
     grad_cap=0.0, train_random_order=False, time_sort=True, steps_per_call=None, seed=42, device=None,
-    show_progress=True, session_key="SessionId", item_key="ItemId", time_key="Time",
+    show_progress=True, session_key="SessionId", item_key="ItemId", time_key="Time", bptt=1, user_key=None,
+    reset_between_sessions=False,
 )
 
 
@@ -393,7 +394,23 @@ class GRU4Rec:
     show_progress : bool, default True
         Show a tqdm progress bar per epoch.
     session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
-        Column names of the event data.
+        Column names of the event data (session_key may be None with user_key).
+    bptt : int, default 1
+        Truncated backpropagation through time: the loss of each step is backpropagated through
+        the last ``bptt`` steps of its slot (stopping at a reset). 1 is the published model. With
+        T > 1 every step recomputes its slot's last T GRU steps from the state T-1 steps back,
+        with the current weights and the dropout masks those steps had, and the item rows fed in
+        those steps get gradients too; one optimiser step per mini-batch as with T = 1
+        (Williams & Peng's BPTT(T, 1)). SPEC is silent on this extension.
+    user_key : str or None, default None
+        Sequence-aware mode: the column of user ids. Each user's events (all sessions, in time
+        order) form one sequence that occupies a slot; every consecutive pair of events is a
+        training step, across session boundaries too. ``evaluation.evaluate(..., history=...)``
+        then continues each user's test sequence from the state after their history.
+    reset_between_sessions : bool, default False
+        With user_key: zero the hidden state before the first event of each session of a user
+        (the step that predicts that event from the previous session is still trained). Needs
+        the session column.
 
     Attributes
     ----------
@@ -418,7 +435,7 @@ class GRU4Rec:
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
                  adapt="adagrad", adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
                  steps_per_call=None, seed=42, device=None, show_progress=True, session_key="SessionId",
-                 item_key="ItemId", time_key="Time"):
+                 item_key="ItemId", time_key="Time", bptt=1, user_key=None, reset_between_sessions=False):
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)
@@ -477,8 +494,18 @@ class GRU4Rec:
                f"a dict with keys among {sorted(consts)} for adapt={p['adapt']!r}")
         consts.update({k: float(v) for k, v in extra.items()})
         _check(p["seed"] is None or _is_int(p["seed"]), "seed", p["seed"], "an int or None")
-        for name in ("session_key", "item_key", "time_key"):
+        for name in ("item_key", "time_key"):
             _check(isinstance(p[name], str), name, p[name], "a column name (str)")
+        _check(p["user_key"] is None or isinstance(p["user_key"], str), "user_key", p["user_key"],
+               "None (sessions) or the user column's name (str)")
+        _check(isinstance(p["reset_between_sessions"], (bool, np.bool_)), "reset_between_sessions",
+               p["reset_between_sessions"], "True or False")
+        _check(not p["reset_between_sessions"] or p["user_key"] is not None, "reset_between_sessions",
+               p["reset_between_sessions"], "False unless user_key is set (sessions always start from zero)")
+        needs_session = p["user_key"] is None or p["reset_between_sessions"]
+        _check(isinstance(p["session_key"], str) or (p["session_key"] is None and not needs_session),
+               "session_key", p["session_key"], "a column name (str)")
+        _check(_is_int(p["bptt"]) and p["bptt"] >= 1, "bptt", p["bptt"], "a positive int (1: no BPTT)")
         device = resolve_device(p["device"])
         if p["constrained_embedding"]:
             mode, emb_size = "shared", layers[-1]
@@ -571,26 +598,44 @@ class GRU4Rec:
 
     # -- graph --------------------------------------------------------------------------------
     @staticmethod
-    def _forward(cfg, weights, x_rows, hidden, rng=None, training=False):
+    def _forward(cfg, weights, x_rows, hidden, rng=None, training=False, keeps=None):
         """GRU layers from the looked-up input rows; returns (rng, new hidden states per layer).
 
-        With training=True: dropout, and the batch size is cfg.batch_size.
+        With training=True: dropout, and the batch size is cfg.batch_size. `keeps` (BPTT) gives
+        the dropout masks instead of drawing them: {"embed": (B, emb) bool, layer: (B, h) bool}.
         """
         hidden_act = _elementwise_activation(cfg.hidden_act)
+
+        def drop(x, p, key, shape, rng):
+            if not training:
+                return rng, x
+            if keeps is None:
+                return dropout(x, p, rng, shape)
+            return rng, (pt.switch(keeps[key], x / np.float32(1 - p), 0).astype(FLOATX) if p else x)
+
         x, new_hidden = x_rows, []
         for layer, h in enumerate(hidden):
             if layer == 0 and cfg.mode == "none":
                 x_proj = x + weights["Bh_0"]  # the looked-up rows of Wx_0 are x . Wx_0 for a one-hot x
             else:
-                if layer == 0 and training:
-                    rng, x = dropout(x, cfg.dropout_p_embed, rng, (cfg.batch_size, cfg.emb_size))
+                if layer == 0:
+                    rng, x = drop(x, cfg.dropout_p_embed, "embed", (cfg.batch_size, cfg.emb_size), rng)
                 x_proj = x @ weights[f"Wx_{layer}"] + weights[f"Bh_{layer}"]
             x = gru_step(x_proj, h, weights[f"Wh_{layer}"], hidden_act)
-            if training:
-                # SPEC §2: the dropped-out vector is the one carried as the next hidden state
-                rng, x = dropout(x, cfg.dropout_p_hidden, rng, (cfg.batch_size, cfg.layers[layer]))
+            # SPEC §2: the dropped-out vector is the one carried as the next hidden state
+            rng, x = drop(x, cfg.dropout_p_hidden, layer, (cfg.batch_size, cfg.layers[layer]), rng)
             new_hidden.append(x)
         return rng, new_hidden
+
+    @staticmethod
+    def _keep_shapes(cfg):
+        """Dropout masks a BPTT window keeps per step: name -> (B, width)."""
+        shapes = {}
+        if cfg.dropout_p_embed and cfg.mode != "none":
+            shapes["embed"] = (cfg.batch_size, cfg.emb_size)
+        if cfg.dropout_p_hidden:
+            shapes.update({layer: (cfg.batch_size, h) for layer, h in enumerate(cfg.layers)})
+        return shapes
 
     @staticmethod
     def _input_name(cfg):
@@ -605,15 +650,22 @@ class GRU4Rec:
         neg = store[sample_row] if cfg.n_sample else None
         out_idx = pt.concatenate([y_idx, neg]) if cfg.n_sample else y_idx  # (C,) C = B + n_sample
         col_active = pt.concatenate([active, pt.ones((cfg.n_sample,), dtype="bool")]) if cfg.n_sample else active
-        idx = {"Wy": out_idx, "By": out_idx, self._input_name(cfg): x_idx}
-        touched = {"Wy": col_active, "By": col_active, self._input_name(cfg): active}
+        window = self._bptt_window(cfg, state, x_idx, reset, active) if cfg.bptt > 1 else None
+        in_idx, in_touched = (window["x"].flatten(), window["touched"].flatten()) if window else (x_idx, active)
+        n_in = cfg.bptt * batch_size
+        idx = {"Wy": out_idx, "By": out_idx, self._input_name(cfg): in_idx}
+        touched = {"Wy": col_active, "By": col_active, self._input_name(cfg): in_touched}
         if cfg.mode == "shared":
-            idx["Wy"], touched["Wy"] = pt.concatenate([x_idx, out_idx]), pt.concatenate([active, col_active])
+            idx["Wy"], touched["Wy"] = pt.concatenate([in_idx, out_idx]), pt.concatenate([in_touched, col_active])
         rows = {name: state[name][idx[name]] for name in idx}
-        x_rows = rows["Wy"][:batch_size] if cfg.mode == "shared" else rows[self._input_name(cfg)]
-        hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
-        rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True)
-        Wy_out = rows["Wy"][batch_size:] if cfg.mode == "shared" else rows["Wy"]
+        x_rows = rows["Wy"][:n_in] if cfg.mode == "shared" else rows[self._input_name(cfg)]
+        if window:
+            rng, new_hidden, carried = self._bptt_forward(cfg, state, window, x_rows, hidden)
+        else:
+            hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
+            rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True)
+            carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
+        Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
         scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
         if cfg.logq:  # SPEC §4: q = supp for in-batch targets, supp^alpha for sampled columns
             log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
@@ -628,9 +680,49 @@ class GRU4Rec:
         grads = pt.grad(loss, [state[n] for n in dense] + [rows[n] for n in idx])
         new = self._apply_gradients(cfg, state, dense, dict(zip(dense, grads)), idx, rows,
                                     dict(zip(idx, grads[len(dense):])), touched, loss, active)
-        new.update({f"hidden_{i}": h for i, h in enumerate(new_hidden)})
+        new.update(carried)
         new["rng"] = rng
         return [new[n] for n in names] + [loss]
+
+    def _bptt_window(self, cfg, state, x_idx, reset, active):
+        """The slot's last T steps (T = bptt): the carried T-1 and this one, oldest first, (T, B) each.
+
+        "touched": a step's input row gets a gradient, i.e. the step was real and no reset
+        follows it inside the window (a reset cuts the gradient path to the steps before it).
+        """
+        window = {key: pt.concatenate([state[f"window/{key}"], value[None]])
+                  for key, value in (("x", x_idx), ("reset", reset), ("active", active))}
+        later = [pt.zeros_like(reset)]  # later[j]: a reset at one of the steps after j
+        for j in range(cfg.bptt - 1, 0, -1):
+            later.append(later[-1] | window["reset"][j])
+        window["touched"] = window["active"] & ~pt.stack(later[::-1])
+        return window
+
+    def _bptt_forward(self, cfg, state, window, x_rows, hidden):
+        """GRU steps over the window from the state T-1 steps back, with the current weights.
+
+        Returns (rng, hidden after the last step, new carried state): the carry is the state
+        after the window's oldest step and the window without it. Dropout masks are drawn for
+        the newest step only and kept for the steps after, so every recomputation of a step
+        drops the same units.
+        """
+        T, B = cfg.bptt, cfg.batch_size
+        x_rows = x_rows.reshape((T, B, x_rows.type.shape[-1]))
+        rng, keeps = state.get("rng"), {}
+        for key, shape in self._keep_shapes(cfg).items():
+            rng, u = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
+            p = cfg.dropout_p_embed if key == "embed" else cfg.dropout_p_hidden
+            keeps[key] = pt.concatenate([state[f"window/keep_{key}"], (u >= p)[None]])
+        carried = {}
+        for j in range(T):
+            hidden = [pt.switch(window["reset"][j][:, None], 0, h) for h in hidden]
+            hidden = self._forward(cfg, state, x_rows[j], hidden, training=True,
+                                   keeps={key: keep[j] for key, keep in keeps.items()})[1]
+            if j == 0:
+                carried.update({f"hidden_{i}": pt.as_tensor_variable(h) for i, h in enumerate(hidden)})
+        carried.update({f"window/{key}": window[key][1:] for key in ("x", "reset", "active")})
+        carried.update({f"window/keep_{key}": keep[1:] for key, keep in keeps.items()})
+        return rng, hidden, carried
 
     def _apply_gradients(self, cfg, state, dense, dense_grads, idx, rows, row_grads, touched, loss, active):
         """Optimiser updates: dense parameters whole, item matrices only on the touched rows (SPEC §6).
@@ -716,6 +808,13 @@ class GRU4Rec:
         train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
                       for i, h in enumerate(cfg.layers)}
         train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
+        if cfg.bptt > 1:  # the T-1 steps before the current one; all-reset at the start
+            window = {"x": np.zeros((cfg.bptt - 1, B), np.int32), "reset": np.ones((cfg.bptt - 1, B), bool),
+                      "active": np.zeros((cfg.bptt - 1, B), bool)}
+            window.update({f"keep_{key}": np.ones((cfg.bptt - 1,) + shape, bool)
+                           for key, shape in self._keep_shapes(cfg).items()})
+            train_vars.update({f"window/{key}": shared_on_device(value, f"window/{key}", device)
+                               for key, value in window.items()})
         if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
             train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1
         self._store_var = shared_on_device(np.zeros(store_shape, np.int32), "sample_store", device)
@@ -761,12 +860,16 @@ class GRU4Rec:
         if retrain:
             self._check_retrain(cfg)
         started = time.perf_counter()
-        events = sessiondata.load_events(data, cfg.session_key, cfg.item_key, cfg.time_key)
+        load_keys, seq_key, break_key = sessiondata.sequence_keys(cfg.session_key, cfg.user_key,
+                                                                   cfg.reset_between_sessions)
+        events = sessiondata.load_events(data, item_key=cfg.item_key, time_key=cfg.time_key, **load_keys)
         items = events[cfg.item_key]
         item_map = self.item_map_.extended(items) if retrain else sessiondata.ItemMap.from_events(items)
-        train = sessiondata.SessionData.from_events(events, item_map, cfg.session_key, cfg.item_key, cfg.time_key)
+        train = sessiondata.SessionData.from_events(events, item_map, seq_key, cfg.item_key, cfg.time_key,
+                                                    break_key=break_key)
         if train.n_steps == 0:
-            raise ValueError("the training data has no session with 2 or more events: nothing to learn from")
+            unit = "user" if cfg.user_key else "session"
+            raise ValueError(f"the training data has no {unit} with 2 or more events: nothing to learn from")
         support = np.maximum(train.item_support(len(item_map)), 1)
         init_rng, order_rng, sample_rng, dropout_rng = np.random.default_rng(cfg.seed).spawn(4)
         state = self._grown_state(cfg, len(item_map), init_rng) if retrain else self._new_state(cfg, len(item_map), init_rng)

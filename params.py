@@ -36,7 +36,8 @@ Parameters taking several types are handled by name, whatever their default:
 - ``adapt``: an optimiser name, or ``None``/``null`` for plain SGD;
 - ``adapt_params``: optimiser constants as ``decay:0.9/epsilon:1e-6`` -> ``{'decay': 0.9,
   'epsilon': 1e-06}`` (values are floats), ``{}`` for an empty dict, or ``None``;
-- ``device``: a device name or ``None``.
+- ``device``: a device name or ``None``;
+- ``session_key``, ``user_key``: a column name or ``None``.
 
 Every problem raises ``ValueError``: an unknown name (with close matches), a value that does not
 read as the expected type (naming parameter, value and type), a name given twice, an item
@@ -107,6 +108,8 @@ BY_NAME = {
     'adapt_params': (_or_none(_to_dict), "name:value pairs separated by '/', {} or None"),
     'device': (_or_none(str), 'a device name or None'),
     'steps_per_call': (_or_none(int), 'an integer or None'),
+    'session_key': (_or_none(str), 'a column name or None'),
+    'user_key': (_or_none(str), 'a column name or None'),
 }
 BY_TYPE = {
     bool: (_to_bool, 'a boolean (true/false/1/0)'),

@@ -75,6 +75,11 @@ def build_parser():
     parser.add_argument("-sk", "--session-key", metavar="NAME", help="session id column (default: SessionId)")
     parser.add_argument("-ik", "--item-key", metavar="NAME", help="item id column (default: ItemId)")
     parser.add_argument("-tk", "--time-key", metavar="NAME", help="time column (default: Time)")
+    parser.add_argument("-uk", "--user-key", metavar="NAME",
+                        help="user id column: train on user histories (sessions joined per user)")
+    parser.add_argument("--history", metavar="PATH",
+                        help="with a user-history model: continue each user's test sequence from the "
+                             "state after their events in PATH (default: TRAIN_PATH; 'none': start from zero)")
     parser.add_argument("--model", choices=["gru4rec", *BASELINES], default="gru4rec",
                         help="model to train (default: gru4rec)")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="compute device (default: what JAX finds)")
@@ -90,7 +95,8 @@ def build_parser():
 def check_args(parser, args):
     """Reject inconsistent arguments before any slow work (parser.error exits with code 2)."""
     _check_modes(parser, args)
-    for path, what in ((args.train, "TRAIN_PATH"), *((path, "-t test") for path in args.test)):
+    history = None if (args.history or "none").lower() == "none" else args.history
+    for path, what in ((args.train, "TRAIN_PATH"), (history, "--history"), *((path, "-t test") for path in args.test)):
         if path is not None:
             _check_file(parser, path, what, DATA_SUFFIXES)
     for path, what in ((args.load, "-l model"), (args.param_file, "-pf parameter")):
@@ -115,7 +121,7 @@ def _check_modes(parser, args):
         parser.error("nothing to do: give TRAIN_PATH to train, or -l MODEL to load a saved model")
     if args.model != "gru4rec":
         for flag, value in (("-l", args.load), ("-s", args.save), ("--seed", args.seed),
-                            ("--device", args.device)):
+                            ("--device", args.device), ("-uk", args.user_key), ("--history", args.history)):
             if value is not None:
                 parser.error(f"{flag} applies to --model gru4rec only, not {args.model}")
     if args.load is None:
@@ -144,7 +150,7 @@ def model_params(args):
     given = paramtext.read_param_file(args.param_file, defaults) if args.param_file else {}
     given.update(paramtext.parse_param_string(args.params, defaults))
     flags = {"session_key": args.session_key, "item_key": args.item_key, "time_key": args.time_key,
-             "seed": args.seed, "device": args.device}
+             "user_key": args.user_key, "seed": args.seed, "device": args.device}
     given.update({name: value for name, value in flags.items() if value is not None})
     if args.model == "gru4rec" and args.quiet:
         given["show_progress"] = False
@@ -186,12 +192,25 @@ def run(args, params):
         model.save(args.save)
         logger.info("saved the model to %s", args.save)
     results = []
+    history = history_path(args, model)
+    if history is not None:
+        logger.info("evaluation continues each user's state after their events in %s", history)
     for path in args.test:
         result = evaluation.evaluate(model, path, cutoffs=args.measure, mode=args.eval_type,
-                                     batch_size=args.eval_batch, show_progress=not args.quiet)
+                                     batch_size=args.eval_batch, show_progress=not args.quiet, history=history)
         print(format_result(result, path))
         results.append(result)
     return model, results
+
+
+def history_path(args, model):
+    """The events whose end states evaluation continues from: user-history models only."""
+    if getattr(model, "user_key", None) is None:
+        if args.history not in (None, "none"):
+            raise ValueError("--history needs a model trained on user histories (-uk / user_key)")
+        return None
+    history = args.history if args.history is not None else args.train
+    return None if history is None or history.lower() == "none" else history
 
 
 def training_summary(model, seconds):

@@ -24,8 +24,8 @@ class NotFittedError(ValueError, AttributeError):
 
 
 # ---------------------------------------------------------------- loading and validation
-def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time"):
-    """Read and validate events; return a new frame holding only the three needed columns.
+def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time", user_key=None):
+    """Read and validate events; return a new frame holding only the needed columns.
 
     Parameters
     ----------
@@ -33,13 +33,16 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
         Events, or a file: ``.tsv``/``.txt`` (tab-separated), ``.csv``, ``.parquet``,
         ``.pkl``/``.pickle``. A pickle runs code when it is read: only load trusted files.
     session_key, item_key, time_key : str
-        Column names of the session id, the item id and the time stamp.
+        Column names of the session id, the item id and the time stamp. ``session_key`` may be
+        None when ``user_key`` is given (user histories without sessions).
+    user_key : str or None
+        Column name of the user id, also read and checked when given.
 
     Returns
     -------
     pandas.DataFrame
-        A copy with exactly the columns ``[session_key, item_key, time_key]``; the index is kept.
-        A datetime64 time column is converted to int64 nanoseconds.
+        A copy with exactly the columns ``[user_key, session_key, item_key, time_key]`` (those
+        given); the index is kept. A datetime64 time column is converted to int64 nanoseconds.
 
     Raises
     ------
@@ -56,15 +59,18 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     >>> load_events(df).shape
     (2, 3)
     """
-    keys = {"session_key": session_key, "item_key": item_key, "time_key": time_key}
-    if len(set(keys.values())) < 3:
-        raise ValueError(f"session_key, item_key and time_key must be distinct, got {keys}")
+    keys = {"user_key": user_key, "session_key": session_key, "item_key": item_key, "time_key": time_key}
+    if session_key is None and user_key is None:
+        raise ValueError("session_key is None: pass a session column, or user_key for user histories")
+    keys = {keyword: column for keyword, column in keys.items() if column is not None}
+    if len(set(keys.values())) < len(keys):
+        raise ValueError(f"{', '.join(keys)} must be distinct, got {keys}")
     frame = _read_frame(data, set(keys.values()))
     for keyword, column in keys.items():
         _check_column(frame, column, keyword)
     if len(frame) == 0:
         raise ValueError("no events: the data has 0 rows")
-    events = frame[[session_key, item_key, time_key]].copy(deep=True)
+    events = frame[list(keys.values())].copy(deep=True)
     for column in events.columns:
         _check_missing(events[column], column)
     events[time_key] = _numeric_time(events[time_key], time_key)
@@ -124,6 +130,18 @@ def _numeric_time(values, column):
         raise ValueError(f"column {column!r} has {int(infinite.sum())} infinite values, "
                          f"first at row label {first!r}")
     return values
+
+
+def sequence_keys(session_key, user_key=None, reset_between_sessions=False):
+    """How events group into sequences: (load_events keywords, grouping key, break key).
+
+    Sessions (``user_key`` None) group by ``session_key``. User histories group by ``user_key``;
+    the session column is read only when ``reset_between_sessions`` marks breaks with it.
+    """
+    if user_key is None:
+        return {"session_key": session_key}, session_key, None
+    session = session_key if reset_between_sessions else None
+    return {"session_key": session, "user_key": user_key}, user_key, session
 
 
 # ---------------------------------------------------------------- item map
@@ -211,14 +229,19 @@ class SessionData:
         float64 ``[n_sessions]`` time of each session's first event.
     n_dropped : int
         Events dropped because their item was unknown.
+    breaks : numpy.ndarray or None
+        bool ``[n_events]``: the event starts a new sub-sequence inside its sequence (a new
+        session inside a user's history); the hidden state is zeroed before it is fed. None: no
+        breaks. A "session" here is whatever the grouping key names: a session, or a user.
     """
 
-    def __init__(self, item_idx, offsets, session_ids, start_time, n_dropped=0):
+    def __init__(self, item_idx, offsets, session_ids, start_time, n_dropped=0, breaks=None):
         self.item_idx = np.asarray(item_idx, dtype=np.int32)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.session_ids = np.asarray(session_ids)
         self.start_time = np.asarray(start_time, dtype=np.float64)
         self.n_dropped = int(n_dropped)
+        self.breaks = None if breaks is None else np.asarray(breaks, dtype=bool)
 
     def __repr__(self):
         return (f"SessionData(n_events={self.n_events}, n_sessions={self.n_sessions}, "
@@ -239,7 +262,7 @@ class SessionData:
 
     @classmethod
     def from_events(cls, events, item_map, session_key="SessionId", item_key="ItemId",
-                    time_key="Time", drop_unknown=False):
+                    time_key="Time", drop_unknown=False, break_key=None):
         """Sort validated events (from :func:`load_events`) into sessions of item indices.
 
         Parameters
@@ -251,6 +274,10 @@ class SessionData:
         drop_unknown : bool
             Drop events whose item is not in ``item_map`` (counted in ``n_dropped``; sessions
             left empty vanish). If False, unknown items raise ``ValueError``.
+        break_key : str or None
+            A column whose value changes mark ``breaks`` inside each sequence, in time order
+            (e.g. ``session_key="UserId", break_key="SessionId"``: user histories whose hidden
+            state restarts with each session).
 
         Examples
         --------
@@ -273,8 +300,13 @@ class SessionData:
         order = np.lexsort((time, codes))  # stable: time ties keep input order
         counts = np.bincount(codes, minlength=len(session_ids))
         offsets = np.concatenate([[0], np.cumsum(counts)])
+        breaks = None
+        if break_key is not None:
+            parts = pd.factorize(events[break_key].to_numpy()[known])[0][order]
+            breaks = np.concatenate([[False], parts[1:] != parts[:-1]])
+            breaks[offsets[:-1]] = False  # a sequence's first event starts it anyway
         return cls(item_idx[known][order], offsets, np.asarray(session_ids),
-                   time[order][offsets[:-1]].astype(np.float64), n_dropped)
+                   time[order][offsets[:-1]].astype(np.float64), n_dropped, breaks)
 
     def item_support(self, n_items):
         """Return int64 ``[n_items]``: the number of events of each item index."""
@@ -302,7 +334,8 @@ class Chunk(NamedTuple):
 
     inputs: np.ndarray  # int32 item index fed at each step; 0 where inactive
     targets: np.ndarray  # int32 next item; 0 where inactive
-    reset: np.ndarray  # bool: zero the slot's hidden state before this step; True where inactive
+    reset: np.ndarray  # bool: zero the slot's hidden state before this step (a new sequence or a
+    # break inside one); True where inactive
     active: np.ndarray  # bool: a real step
     session: np.ndarray  # int64 session number (index into SessionData); -1 where inactive
     position: np.ndarray  # int32 position of the input event in its session; -1 where inactive
@@ -408,7 +441,7 @@ def _fill_chunk(data, plan, rows, first, n_steps, batch_size):
     chunk = _inactive_chunk((n_steps, batch_size))
     chunk.inputs[where] = data.item_idx[event]
     chunk.targets[where] = data.item_idx[event + 1]
-    chunk.reset[where] = position == 0
+    chunk.reset[where] = position == 0 if data.breaks is None else (position == 0) | data.breaks[event]
     chunk.active[where] = True
     chunk.session[where] = session
     chunk.position[where] = position

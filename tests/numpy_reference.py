@@ -107,17 +107,36 @@ def step_loss(params, cfg, inputs, targets, negatives, hidden, log_support, batc
     `negatives` are the score columns (an inactive slot's column does not exist).
     """
     new = forward(params, cfg["mode"], cfg["n_layers"], inputs, hidden, cfg.get("hidden_act", "tanh"))
+    return output_loss(params, cfg, new[-1], targets, negatives, log_support, batch_size), new
+
+
+def window_forward(params, cfg, window, start):
+    """Truncated BPTT's forward: from the states `start`, feed the window's steps oldest first.
+
+    `window` is a list of (items, reset) per step; reset zeroes a slot's state before its item.
+    Returns (states after the last step, states after the first step).
+    """
+    hidden, first = start, None
+    for items, reset in window:
+        hidden = [np.where(np.asarray(reset)[:, None], 0.0, h) for h in hidden]
+        hidden = forward(params, cfg["mode"], cfg["n_layers"], items, hidden, cfg.get("hidden_act", "tanh"))
+        first = hidden if first is None else first
+    return hidden, first
+
+
+def output_loss(params, cfg, hidden_last, targets, negatives, log_support, batch_size):
+    """The loss of the scores of `hidden_last` against targets + negatives (SPEC §4-5)."""
     cols = np.concatenate([targets, negatives]).astype(int)
-    scores = new[-1] @ params["Wy"][cols].T + params["By"][cols]
+    scores = hidden_last @ params["Wy"][cols].T + params["By"][cols]
     if cfg.get("logq"):
         log_q = np.concatenate([log_support[targets], cfg["sample_alpha"] * log_support[negatives]])
         scores = scores - cfg["logq"] * log_q
     if cfg["loss"] not in ("cross-entropy", "xe_logit"):
         scores = activation(cfg["final_act"], scores)
     valid = np.ones(scores.shape, bool)
-    rows = loss_rows(cfg["loss"], scores, np.arange(len(inputs)), valid, cfg.get("smoothing", 0.0),
+    rows = loss_rows(cfg["loss"], scores, np.arange(len(targets)), valid, cfg.get("smoothing", 0.0),
                      cfg.get("bpreg", 1.0))
-    return rows.sum() / batch_size, new
+    return rows.sum() / batch_size
 
 
 def numeric_grad(f, params, eps=1e-6):
@@ -148,11 +167,31 @@ def train_step(params, opt, cfg, inputs, targets, negatives, hidden, log_support
         return step_loss(p, cfg, inputs, targets, negatives, hidden, log_support, batch_size)[0]
 
     _, new_hidden = step_loss(params, cfg, inputs, targets, negatives, hidden, log_support, batch_size)
+    optimizer_step(params, opt, cfg, loss_of, inputs, np.concatenate([targets, negatives]))
+    return new_hidden
+
+
+def train_step_bptt(params, opt, cfg, window, touched_inputs, start, targets, negatives, log_support,
+                    batch_size):
+    """One step with truncated BPTT (see `window_forward`); returns the states after the window's
+    first step, computed before the update (the next step's `start`). `touched_inputs` are the
+    window's item rows that the loss reaches (real steps with no reset after them)."""
+    def loss_of(p):
+        return output_loss(p, cfg, window_forward(p, cfg, window, start)[0][-1], targets, negatives,
+                           log_support, batch_size)
+
+    _, next_start = window_forward(params, cfg, window, start)
+    optimizer_step(params, opt, cfg, loss_of, touched_inputs, np.concatenate([targets, negatives]))
+    return next_start
+
+
+def optimizer_step(params, opt, cfg, loss_of, input_rows, out_rows):
+    """SPEC §6 on finite-difference gradients of `loss_of`, in place on `params` / `opt`."""
     grads = numeric_grad(loss_of, params)
-    out_rows = np.concatenate([targets, negatives]).astype(int)
+    out_rows = np.asarray(out_rows).astype(int)
     touched = {"Wy": out_rows, "By": out_rows}
     input_name = {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg["mode"]]
-    touched[input_name] = np.union1d(touched.get(input_name, []), inputs).astype(int)
+    touched[input_name] = np.union1d(touched.get(input_name, []), input_rows).astype(int)
     masks = {}
     for name, value in params.items():
         mask = np.ones(value.shape[0], bool)
@@ -188,7 +227,6 @@ def train_step(params, opt, cfg, inputs, targets, negatives, hidden, log_support
             opt[f"velocity/{name}"][rows] = velocity
             update = velocity
         value[rows] = value[rows] + update
-    return new_hidden
 
 
 def expand(mask, value):

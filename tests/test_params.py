@@ -16,7 +16,7 @@ DEFAULTS = dict(
     smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10000000, init_as_normal=False, sigma=0.0,
     adapt='adagrad', adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
     steps_per_call=None, seed=42, device=None, show_progress=True, session_key='SessionId',
-    item_key='ItemId', time_key='Time')
+    item_key='ItemId', time_key='Time', bptt=1, user_key=None, reset_between_sessions=False)
 
 
 def parse(text):
@@ -77,6 +77,8 @@ def test_several_type_parameters():
     assert parse('adapt_params=beta1:0.9') == {'adapt_params': {'beta1': 0.9}}
     assert parse('adapt_params={}') == {'adapt_params': {}}
     assert parse('adapt_params=None') == {'adapt_params': None}
+    assert parse('user_key=UserId,session_key=none,bptt=4') == {'user_key': 'UserId', 'session_key': None, 'bptt': 4}
+    assert parse('reset_between_sessions=1') == {'reset_between_sessions': True}
 
 
 def test_none_default_without_special_rule():

@@ -174,6 +174,8 @@ def usage_error(argv, capsys, code=2):
     (["-t", "missing.tsv"], "-t test file not found: missing.tsv"),
     (["-m", "0"], "cut-offs must be positive"),
     (["--retrain"], "--retrain needs -l MODEL"),
+    (["--model", "pop", "-uk", "UserId"], "-uk applies to --model gru4rec only"),
+    (["--history", "missing.tsv"], "--history file not found: missing.tsv"),
     (["-s", "no/such/folder/m.npz"], "does not exist"),
 ])
 def test_argument_errors(files, argv, message, capsys):
@@ -251,3 +253,22 @@ def test_rsc15_runner_uses_paramfile_and_overrides(files, tmp_path, capsys):
     assert set(line) >= {"Recall@1", "Recall@5", "Recall@10", "Recall@20", "MRR@20"}
     params = gru4rec.GRU4Rec.load(tmp_path / "rsc15_xe.npz").get_params()
     assert params["loss"] == "cross-entropy" and params["logq"] == 1.0 and params["layers"] == (8,)
+
+
+def test_user_histories_continue_from_the_training_file(tmp_path, capsys):
+    """-uk trains on user sequences; evaluation continues from TRAIN_PATH unless --history none."""
+    events = synthetic.generate_sessions(n_sessions=300, n_items=30, seed=5)
+    events["UserId"] = events.SessionId % 40
+    last = events.groupby("UserId").SessionId.transform("max")
+    train, test = tmp_path / "train.tsv", tmp_path / "test.tsv"
+    events[events.SessionId < last].to_csv(train, sep="\t", index=False)
+    events[events.SessionId == last].to_csv(test, sep="\t", index=False)
+    common = [str(train), "-ps", TINY + ",bptt=2", "-uk", "UserId", "-t", str(test), "-q", "-m", "5"]
+    assert run.main(common) == 0
+    continued = result_lines(capsys.readouterr().out)[0]
+    assert run.main(common + ["--history", "none"]) == 0
+    from_zero = result_lines(capsys.readouterr().out)[0]
+    n_users = events.UserId.nunique()
+    assert continued["points"] == from_zero["points"] + n_users  # each user's first test event too
+    assert "--history needs a model trained on user histories" in usage_error(
+        [str(train), "-ps", TINY, "-t", str(test), "--history", str(train), "-q"], capsys, code=1)
