@@ -198,3 +198,94 @@ def split_by_time(events, test_fraction=0.1, session_key="SessionId", time_key="
     by_start = starts.index[np.argsort(starts.to_numpy(), kind="stable")]
     is_test = events[session_key].isin(by_start[len(starts) - n_test:]).to_numpy()
     return events[~is_test].copy(), events[is_test].copy()
+
+
+def generate_user_histories(n_users=2000, n_items=500, sessions_per_user=5, mean_length=5.0, n_topics=20,
+                            topics_per_user=2, taste=0.4, noise=0.1, n_successors=3, popularity_exponent=1.0,
+                            seed=0):
+    """Users with a lasting taste and several sessions each, for the sequence-aware mode.
+
+    Item ``i`` belongs to topic ``i % n_topics``; each user likes ``topics_per_user`` topics. A
+    session's first item is a draw from the user's topics; each next item is, with probability
+    ``taste``, a draw from the user's topics, else it follows the planted chain of
+    :func:`generate_sessions` (a successor, or with probability ``noise`` a popularity draw).
+    Draws inside topics are popularity-weighted. The taste is what a model can learn about a user
+    from earlier sessions; the chain is what a session model learns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``UserId``, ``SessionId`` (numbered per user in time order, unique overall),
+        ``ItemId`` (int), ``Time`` (float; a user's sessions follow each other, users interleave).
+
+    Examples
+    --------
+    >>> events = generate_user_histories(n_users=20, n_items=40, seed=1)
+    >>> list(events.columns), events.groupby("UserId").SessionId.nunique().min()
+    (['UserId', 'SessionId', 'ItemId', 'Time'], 5)
+    """
+    _check(n_users >= 1 and sessions_per_user >= 1, "n_users and sessions_per_user must be at least 1")
+    _check(1 <= topics_per_user <= n_topics <= n_items, "need 1 <= topics_per_user <= n_topics <= n_items")
+    _check(0 <= taste <= 1, f"taste must be in [0, 1], got {taste}")
+    _check_session_args(n_users * sessions_per_user, mean_length, noise)
+    successors = planted_successors(n_items, n_successors, popularity_exponent, seed)
+    rng = np.random.default_rng(seed).spawn(3)[2]
+    popularity = _popularity(n_items, popularity_exponent)
+    topics = np.stack([rng.choice(n_topics, topics_per_user, replace=False) for _ in range(n_users)])
+    n_sessions = n_users * sessions_per_user
+    lengths = rng.geometric(1.0 / mean_length, size=n_sessions)
+    user = np.repeat(np.arange(n_users), sessions_per_user)
+    event_user = np.repeat(user, lengths)
+    liked = _topic_draws(rng, topics[event_user], n_topics, popularity)
+    first = np.cumsum(lengths) - lengths
+    use_taste = rng.random(len(liked)) < taste
+    use_taste[first] = True
+    items = np.empty(len(liked), dtype=np.int64)
+    for t in range(lengths.max()):  # all sessions advance together; the chain follows the item chosen
+        event = first[lengths > t] + t
+        if t:
+            prev = items[event - 1]
+            follow = successors[prev, rng.choice(n_successors, len(event), p=successor_probabilities(n_successors))]
+            jump = rng.choice(n_items, size=len(event), p=popularity)
+            items[event] = np.where(rng.random(len(event)) < noise, jump, follow)
+        items[event] = np.where(use_taste[event], liked[event], items[event])
+    # a user's sessions in order; users' histories interleave over time
+    session_start = np.repeat(rng.uniform(0, 1e6, n_users), sessions_per_user) + np.tile(
+        np.arange(sessions_per_user) * 1e5, n_users)
+    within = np.arange(len(items)) - np.repeat(first, lengths)
+    return pd.DataFrame({"UserId": event_user.astype(np.int64),
+                         "SessionId": np.repeat(np.arange(n_sessions, dtype=np.int64), lengths),
+                         "ItemId": items.astype(np.int64),
+                         "Time": np.repeat(session_start, lengths) + within * 10.0})
+
+
+def _topic_draws(rng, user_topics, n_topics, popularity):
+    """One popularity-weighted item per row from a uniformly chosen topic of the row's user."""
+    n_items = len(popularity)
+    topic = user_topics[np.arange(len(user_topics)), rng.integers(user_topics.shape[1], size=len(user_topics))]
+    per_topic = [np.arange(k, n_items, n_topics) for k in range(n_topics)]
+    out = np.empty(len(topic), dtype=np.int64)
+    for k in np.unique(topic):
+        members = per_topic[k]
+        rows = np.flatnonzero(topic == k)
+        p = popularity[members] / popularity[members].sum()
+        out[rows] = rng.choice(members, size=len(rows), p=p)
+    return out
+
+
+def split_last_sessions(events, user_key="UserId", session_key="SessionId", time_key="Time"):
+    """Each user's last session (by start time) is the test; returns new (history, test) frames.
+
+    Examples
+    --------
+    >>> history, test = split_last_sessions(generate_user_histories(n_users=10, n_items=40))
+    >>> test.groupby("UserId").SessionId.nunique().max()
+    1
+    """
+    for key, name in ((user_key, "user_key"), (session_key, "session_key"), (time_key, "time_key")):
+        if key not in events.columns:
+            raise KeyError(f"column {key!r} not found; pass {name}= (columns: {', '.join(map(str, events.columns))})")
+    starts = events.groupby([user_key, session_key], sort=False)[time_key].min().reset_index()
+    last = starts.sort_values(time_key, kind="stable").groupby(user_key).tail(1)[session_key]
+    is_test = events[session_key].isin(last).to_numpy()
+    return events[~is_test].copy(), events[is_test].copy()

@@ -261,3 +261,23 @@ def test_user_mode_without_session_column_saves_and_loads(tmp_path):
     a = evaluation.evaluate(model, data, history=data)
     b = evaluation.evaluate(loaded, data, history=data)
     assert a["recall"] == b["recall"] and a["n_points"] == len(data)  # every event is a target
+
+
+def test_sequence_benchmark_tiny_run(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "sequence.py"
+    spec = importlib.util.spec_from_file_location("bench_sequence", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "seq.json"
+    bench.main(["--users", "150", "--items", "60", "--epochs", "1", "--layers", "8", "--bptt", "2", "--json", str(out)])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| sessions", "| users, bptt=2", "| users, reset between sessions"]
+    rows = json.loads(out.read_text())["rows"]
+    assert "continued/all" not in rows[0]
+    for row in rows[1:]:  # every test user has a history: one more point per user when continued
+        assert row["continued/all"]["n"] == row["continued/next"]["n"] + 150
+        assert row["continued/next"]["n"] == row["zero/next"]["n"] == rows[0]["zero/next"]["n"]

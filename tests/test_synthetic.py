@@ -109,3 +109,28 @@ def test_split_by_time_errors():
         split_by_time(events, time_key="Start")
     with pytest.raises(ValueError, match="cannot split 1 sessions"):
         split_by_time(events[events["SessionId"] == 0])
+
+
+# ---------------------------------------------------------------- user histories
+def test_user_histories_have_sessions_in_order_and_a_taste():
+    from synthetic import generate_user_histories, split_last_sessions
+    events = generate_user_histories(n_users=300, n_items=200, sessions_per_user=4, n_topics=10, taste=0.5, seed=3)
+    assert list(events.columns) == ["UserId", "SessionId", "ItemId", "Time"]
+    assert (events.groupby("UserId").SessionId.nunique() == 4).all()
+    assert events.groupby("SessionId").UserId.nunique().max() == 1
+    by_user = events.sort_values(["UserId", "Time"], kind="stable")
+    assert (by_user.groupby("UserId").SessionId.diff().dropna() >= 0).all()  # sessions follow each other
+    # a user's favourite topics cover far more of their events than the 2/10 a uniform draw would
+    topic = events.ItemId % 10
+    top2 = topic.groupby(events.UserId).value_counts(normalize=True).groupby(level=0).head(2).groupby(level=0).sum()
+    assert top2.mean() > 0.55
+    assert generate_user_histories(n_users=20, n_items=50, seed=1).equals(generate_user_histories(n_users=20, n_items=50, seed=1))
+    history, test = split_last_sessions(events)
+    assert len(history) + len(test) == len(events)
+    assert (test.groupby("UserId").SessionId.nunique() == 1).all() and test.UserId.nunique() == 300
+    last_history = history.groupby("UserId").Time.max()
+    assert (test.groupby("UserId").Time.min() > last_history.reindex(test.UserId.unique()).to_numpy()).all()
+    with pytest.raises(KeyError, match="column 'User' not found; pass user_key="):
+        split_last_sessions(events, user_key="User")
+    with pytest.raises(ValueError, match="taste must be in"):
+        generate_user_histories(taste=1.5)
