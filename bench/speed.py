@@ -304,9 +304,12 @@ def store_refill(model, train):
         data = sessiondata.SessionData.from_events(train, model.item_map_)
         support = np.maximum(data.item_support(model.n_items_), 1)
         store = gru4rec.SampleStore(support, cfg["sample_alpha"], cfg["n_sample"], cfg["sample_store"],
-                                    cfg["steps_per_call"], np.random.default_rng(0))
+                                    cfg["steps_per_call"] or 1, np.random.default_rng(0), model._cfg.device)
+        store.refill()  # the first call compiles
+        store.var.get_value(borrow=True).block_until_ready()
         started = time.perf_counter()
-        store.draw(store.n_rows)
+        store.refill()
+        store.var.get_value(borrow=True).block_until_ready()
         return {"seconds": time.perf_counter() - started, "rows": int(store.n_rows)}
     except (AttributeError, TypeError, ValueError) as err:  # the store's API moved: report, do not fail
         return {"seconds": None, "rows": None, "error": repr(err)}

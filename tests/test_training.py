@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from state_capture import captured_fitted_state
 
+import backend
 import gru4rec
 import synthetic
 
@@ -244,34 +245,49 @@ def test_alias_table_implies_exactly_the_distribution(probabilities):
     np.testing.assert_allclose(implied, p, atol=1e-12)
 
 
-def test_sample_store_draws_by_support_to_the_alpha():
+def _store(support, alpha, n_sample, store_size, steps_per_call, seed):
+    return gru4rec.SampleStore(np.asarray(support), alpha, n_sample=n_sample, store_size=store_size,
+                               steps_per_call=steps_per_call, rng=np.random.default_rng(seed),
+                               device=backend.resolve_device("cpu"))
+
+
+def _contents(store):
+    return np.array(store.var.get_value(borrow=True))
+
+
+def test_sample_store_draws_by_support_to_the_alpha_on_the_device():
     support = np.array([1, 4, 9, 16, 0, 25])
-    store = gru4rec.SampleStore(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4,
-                                rng=np.random.default_rng(0))
-    rows, fresh = store.rows_for(np.array([True, True, False, True]))
-    assert fresh.shape == (400, 50) and fresh.dtype == np.int32
+    store = _store(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4, seed=0)
+    rows, refilled = store.rows_for(np.array([True, True, False, True]))
+    drawn = _contents(store)
+    assert refilled and drawn.shape == (400, 50) and drawn.dtype == np.int32
     assert rows.tolist() == [0, 1, 0, 2]  # inactive steps use no row
-    freq = np.bincount(fresh.ravel(), minlength=6) / fresh.size
+    freq = np.bincount(drawn.ravel(), minlength=6) / drawn.size
     want = np.sqrt(support) / np.sqrt(support).sum()
     np.testing.assert_allclose(freq, want, atol=0.01)  # 20,000 draws: sd <= 0.0035
     assert freq[4] == 0
-    rows, fresh = store.rows_for(np.ones(4, bool))
-    assert fresh is None and rows.tolist() == [3, 4, 5, 6]
+    rows, refilled = store.rows_for(np.ones(4, bool))
+    assert not refilled and rows.tolist() == [3, 4, 5, 6]
+    np.testing.assert_array_equal(_contents(store), drawn)
+    again = _store(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4, seed=0)
+    again.rows_for(np.ones(4, bool))
+    np.testing.assert_array_equal(_contents(again), drawn)  # the seed fixes the draws
 
 
 def test_sample_store_redraws_when_used_up_and_per_step_when_small():
-    store = gru4rec.SampleStore(np.ones(5), 1.0, n_sample=2, store_size=2 * 5, steps_per_call=2,
-                                rng=np.random.default_rng(1))
-    first = store.rows_for(np.ones(2, bool))[1]
+    store = _store(np.ones(5), 1.0, n_sample=2, store_size=2 * 5, steps_per_call=2, seed=1)
     store.rows_for(np.ones(2, bool))
-    rows, fresh = store.rows_for(np.ones(2, bool))  # 4 of 5 rows used: the next 2 do not fit
-    assert fresh is not None and rows.tolist() == [0, 1] and not np.array_equal(fresh, first)
-    tiny = gru4rec.SampleStore(np.ones(5), 1.0, n_sample=4, store_size=7, steps_per_call=3,
-                               rng=np.random.default_rng(2))
+    first = _contents(store)
+    store.rows_for(np.ones(2, bool))
+    rows, refilled = store.rows_for(np.ones(2, bool))  # 4 of 5 rows used: the next 2 do not fit
+    assert refilled and rows.tolist() == [0, 1] and not np.array_equal(_contents(store), first)
+    tiny = _store(np.ones(5), 1.0, n_sample=4, store_size=7, steps_per_call=3, seed=2)
     assert tiny.shape == (3, 4)
-    rows_a, a = tiny.rows_for(np.array([True, False, True]))
-    rows_b, b = tiny.rows_for(np.ones(3, bool))
-    assert a.shape == b.shape == (3, 4) and not np.array_equal(a, b)
+    rows_a, refilled_a = tiny.rows_for(np.array([True, False, True]))
+    a = _contents(tiny)
+    rows_b, refilled_b = tiny.rows_for(np.ones(3, bool))
+    b = _contents(tiny)
+    assert refilled_a and refilled_b and a.shape == b.shape == (3, 4) and not np.array_equal(a, b)
     assert rows_b.tolist() == [0, 1, 2]
 
 
