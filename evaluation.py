@@ -107,13 +107,14 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     order = np.arange(test.n_sessions)
     chunks = sessiondata.session_parallel_schedule(test, order, batch_size, steps_per_call)
     total = sessiondata.n_chunks(test, order, batch_size, steps_per_call)
-    sums, ranks = np.zeros(2 * len(cutoffs)), []
+    pending, ranks = [], []  # device results are read once at the end: no sync per call
     for chunk in tqdm(chunks, total=total, disable=not show_progress, desc="evaluate", unit="call"):
         chunk_sums, chunk_ranks = scorer(chunk)
-        sums += chunk_sums
+        pending.append(chunk_sums)
         if return_ranks:
             ranks.append((chunk, chunk_ranks))
     n = test.n_steps
+    sums = np.sum([np.asarray(p, dtype=float) for p in pending], axis=0)
     result = {"recall": {c: float(sums[i] / n) for i, c in enumerate(cutoffs)},
               "mrr": {c: float(sums[len(cutoffs) + i] / n) for i, c in enumerate(cutoffs)},
               "n_points": n, "n_dropped": test.n_dropped, "seconds": time.perf_counter() - started}
@@ -216,8 +217,7 @@ class _DeviceScorer:
     def __call__(self, chunk):
         extra = self.init.step_inputs(chunk) if self.init is not None else []
         out = self.fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, *extra, *self.cand)
-        sums = np.asarray(out[0], dtype=float)
-        return sums, (out[1] if self.return_ranks else None)
+        return out[0], (out[1] if self.return_ranks else None)  # device arrays: read later
 
 
 def _positions(cand_idx, n_items):
