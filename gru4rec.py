@@ -745,7 +745,7 @@ class GRU4Rec:
             hidden = self._forward(cfg, state, x_rows[j], hidden, training=True,
                                    keeps={key: keep[j] for key, keep in keeps.items()})[1]
             if j == 0:
-                carried.update({f"hidden_{i}": pt.as_tensor_variable(h) for i, h in enumerate(hidden)})
+                carried.update({f"hidden_{i}": h for i, h in enumerate(hidden)})
         carried.update({f"window/{key}": window[key][1:] for key in ("x", "reset", "active")})
         carried.update({f"window/keep_{key}": keep[1:] for key, keep in keeps.items()})
         return rng, hidden, carried
