@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    py_modules=["gru4rec", "backend", "evaluation", "sessiondata", "synthetic", "baselines", "run", "params", "paropt"],
+    py_modules=["gru4rec", "backend", "evaluation", "sessiondata", "sampling", "synthetic", "baselines", "run", "params", "paropt"],
     install_requires=[
         # Tested: pytensor 3.0.7 on Python 3.11; 3.3.x on Python 3.12 (DESIGN.md).
         "pytensor>=3.0.7,<3.1; python_version<'3.12'",

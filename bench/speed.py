@@ -296,14 +296,14 @@ def store_refill(model, train):
     """Seconds to draw a full negative sample store (the first epoch and every n_rows steps pay it)."""
     import numpy as np
 
-    import gru4rec
+    import sampling
     import sessiondata
 
     cfg = model.get_params()
     try:
         data = sessiondata.SessionData.from_events(train, model.item_map_)
         support = np.maximum(data.item_support(model.n_items_), 1)
-        store = gru4rec.SampleStore(support, cfg["sample_alpha"], cfg["n_sample"], cfg["sample_store"],
+        store = sampling.SampleStore(support, cfg["sample_alpha"], cfg["n_sample"], cfg["sample_store"],
                                     cfg["steps_per_call"] or 1, np.random.default_rng(0), model._cfg.device)
         store.refill()  # the first call compiles
         store.var.get_value(borrow=True).block_until_ready()

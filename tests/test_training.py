@@ -13,6 +13,7 @@ from state_capture import captured_fitted_state
 
 import backend
 import gru4rec
+import sampling
 import synthetic
 
 COMMON = dict(show_progress=False, seed=7, n_epochs=1)
@@ -239,14 +240,14 @@ def test_dropout_masks_differ_per_step_and_are_threaded_through_scan():
                                            np.random.default_rng(3).pareto(1.0, 1000) + 1])
 def test_alias_table_implies_exactly_the_distribution(probabilities):
     p = np.asarray(probabilities, dtype=float) / np.sum(probabilities)
-    accept, alias = gru4rec.alias_table(p)
+    accept, alias = sampling.alias_table(p)
     implied = accept / len(p)  # column j kept with accept[j], else its alias
     np.add.at(implied, alias, (1 - accept) / len(p))
     np.testing.assert_allclose(implied, p, atol=1e-12)
 
 
 def _store(support, alpha, n_sample, store_size, steps_per_call, seed):
-    return gru4rec.SampleStore(np.asarray(support), alpha, n_sample=n_sample, store_size=store_size,
+    return sampling.SampleStore(np.asarray(support), alpha, n_sample=n_sample, store_size=store_size,
                                steps_per_call=steps_per_call, rng=np.random.default_rng(seed),
                                device=backend.resolve_device("cpu"))
 
