@@ -221,7 +221,7 @@ def generate_user_histories(n_users=2000, n_items=500, sessions_per_user=5, mean
     Examples
     --------
     >>> events = generate_user_histories(n_users=20, n_items=40, seed=1)
-    >>> list(events.columns), events.groupby("UserId").SessionId.nunique().min()
+    >>> list(events.columns), int(events.groupby("UserId").SessionId.nunique().min())
     (['UserId', 'SessionId', 'ItemId', 'Time'], 5)
     """
     _check(n_users >= 1 and sessions_per_user >= 1, "n_users and sessions_per_user must be at least 1")
@@ -279,7 +279,7 @@ def split_last_sessions(events, user_key="UserId", session_key="SessionId", time
     Examples
     --------
     >>> history, test = split_last_sessions(generate_user_histories(n_users=10, n_items=40))
-    >>> test.groupby("UserId").SessionId.nunique().max()
+    >>> int(test.groupby("UserId").SessionId.nunique().max())
     1
     """
     for key, name in ((user_key, "user_key"), (session_key, "session_key"), (time_key, "time_key")):
