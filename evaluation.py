@@ -91,13 +91,14 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     user_key = getattr(model, "user_key", None)
     if history is not None and (user_key is None or not isinstance(model, gru4rec.GRU4Rec)):
         raise ValueError("history continues users' hidden states: it needs a GRU4Rec model fitted with user_key")
-    read = _sequence_reader(model, item_map)
-    events, test = read(test_data)
+    load, group = _sequence_reader(model, item_map)
+    events = load(test_data)
+    test = group(events)
     if test.n_dropped:
         logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
     init = None
     if history is not None:
-        test, init = _continued(model, test, events, *read(history), batch_size, steps_per_call)
+        test, init = _continued(model, group, test, events, load(history), batch_size, steps_per_call)
     if test.n_steps == 0:
         unit = "user" if user_key else "session"
         raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate")
@@ -283,15 +284,18 @@ def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=N
 
 # ---------------------------------------------------------------- user histories (issue 8)
 def _sequence_reader(model, item_map):
-    """events -> (frame, SessionData) grouped as the model was trained: by session, or by user."""
+    """(load, group): data -> validated frame -> SessionData grouped as the model was trained
+    (by session, or by user), events with unknown items dropped."""
     load_keys, seq_key, break_key = sessiondata.sequence_keys(
         model.session_key, getattr(model, "user_key", None), getattr(model, "reset_between_sessions", False))
 
-    def read(data):
-        events = sessiondata.load_events(data, item_key=model.item_key, time_key=model.time_key, **load_keys)
-        return events, sessiondata.SessionData.from_events(events, item_map, seq_key, model.item_key,
-                                                           model.time_key, drop_unknown=True, break_key=break_key)
-    return read
+    def load(data):
+        return sessiondata.load_events(data, item_key=model.item_key, time_key=model.time_key, **load_keys)
+
+    def group(events, keep_rows=False):
+        return sessiondata.SessionData.from_events(events, item_map, seq_key, model.item_key, model.time_key,
+                                                   drop_unknown=True, break_key=break_key, keep_rows=keep_rows)
+    return load, group
 
 
 class _StartStates:
@@ -307,34 +311,28 @@ class _StartStates:
         return [start] + [np.where(start[..., None], s[session], 0).astype(backend.FLOATX) for s in self.states]
 
 
-def _continued(model, test, test_events, history_events, history, batch_size, steps):
-    """Prepend each user's last history event to their test sequence; the states before it.
+def _continued(model, group, test, test_events, history_events, batch_size, steps):
+    """Prepend each test user's last history event to their test sequence; the states before it.
 
     Returns the new test SessionData and a `_StartStates`. The break flags (reset_between_sessions)
     are recomputed on the joined events, so a session running from the history into the test
     keeps its state.
     """
-    seq_key = model.user_key
-    known = model.item_map_.indices(history_events[model.item_key].to_numpy()) >= 0
-    last = history.offsets[1:] - 1  # each history sequence's last known event, sorted order
-    before = _states_before_last(model, history, batch_size, steps)
-    test_users = test.session_ids
-    row = pd.Index(history.session_ids).get_indexer(test_users)  # -1: no history
-    ordered = history_events[known].iloc[np.lexsort((history_events[model.time_key].to_numpy()[known],
-                                                     pd.factorize(history_events[seq_key].to_numpy()[known],
-                                                                  sort=True)[0]))]
-    tail = ordered.iloc[last[row[row >= 0]]].copy()
+    seq_key, time_key = model.user_key, model.time_key
+    past_events = history_events[history_events[seq_key].isin(test.session_ids)]
+    past = group(past_events, keep_rows=True)
+    before = _states_before_last(model, past, batch_size, steps)
+    tail = past_events.iloc[past.rows[past.offsets[1:] - 1]].copy()  # each user's last known event
     # the tail takes the time of the user's first test event and comes first: sorting is stable
-    first_time = test_events.groupby(seq_key, sort=False)[model.time_key].min()
-    tail[model.time_key] = first_time.reindex(tail[seq_key]).to_numpy()
-    joined = pd.concat([tail, test_events], ignore_index=True)
-    joined_data = _sequence_reader(model, model.item_map_)(joined)[1]
-    continued = np.isin(joined_data.session_ids, tail[seq_key].to_numpy()).astype(np.int64)
-    hist_row = pd.Index(history.session_ids).get_indexer(joined_data.session_ids)
-    states = [np.where(continued[:, None] == 1, s[np.maximum(hist_row, 0)], 0) for s in before]
-    logger.info("evaluation continues %d of %d test users from their history", int(continued.sum()),
-                len(continued))
-    return joined_data, _StartStates(continued, states)
+    tail[time_key] = test_events.groupby(seq_key, sort=False)[time_key].min().reindex(tail[seq_key]).to_numpy()
+    joined = group(pd.concat([tail, test_events], ignore_index=True))
+    row = pd.Index(past.session_ids).get_indexer(joined.session_ids)  # -1: no history
+    continued = (row >= 0).astype(np.int64)
+    states = [np.zeros((len(row), s.shape[1]), backend.FLOATX) for s in before]
+    for start, end in zip(states, before):
+        start[row >= 0] = end[row[row >= 0]]
+    logger.info("evaluation continues %d of %d test users from their history", int(continued.sum()), len(row))
+    return joined, _StartStates(continued, states)
 
 
 def _states_before_last(model, data, batch_size, steps):

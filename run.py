@@ -95,8 +95,8 @@ def build_parser():
 def check_args(parser, args):
     """Reject inconsistent arguments before any slow work (parser.error exits with code 2)."""
     _check_modes(parser, args)
-    history = None if (args.history or "none").lower() == "none" else args.history
-    for path, what in ((args.train, "TRAIN_PATH"), (history, "--history"), *((path, "-t test") for path in args.test)):
+    for path, what in ((args.train, "TRAIN_PATH"), (_file_or_none(args.history), "--history"),
+                       *((path, "-t test") for path in args.test)):
         if path is not None:
             _check_file(parser, path, what, DATA_SUFFIXES)
     for path, what in ((args.load, "-l model"), (args.param_file, "-pf parameter")):
@@ -206,11 +206,15 @@ def run(args, params):
 def history_path(args, model):
     """The events whose end states evaluation continues from: user-history models only."""
     if getattr(model, "user_key", None) is None:
-        if args.history not in (None, "none"):
+        if _file_or_none(args.history) is not None:
             raise ValueError("--history needs a model trained on user histories (-uk / user_key)")
         return None
-    history = args.history if args.history is not None else args.train
-    return None if history is None or history.lower() == "none" else history
+    return _file_or_none(args.history if args.history is not None else args.train)
+
+
+def _file_or_none(path):
+    """A path argument where the word 'none' (any case) means no file."""
+    return None if path is None or path.lower() == "none" else path
 
 
 def training_summary(model, seconds):

@@ -233,15 +233,19 @@ class SessionData:
         bool ``[n_events]``: the event starts a new sub-sequence inside its sequence (a new
         session inside a user's history); the hidden state is zeroed before it is fed. None: no
         breaks. A "session" here is whatever the grouping key names: a session, or a user.
+    rows : numpy.ndarray or None
+        int64 ``[n_events]``: the row position in the source frame of each sorted event (from
+        ``from_events(..., keep_rows=True)``), else None.
     """
 
-    def __init__(self, item_idx, offsets, session_ids, start_time, n_dropped=0, breaks=None):
+    def __init__(self, item_idx, offsets, session_ids, start_time, n_dropped=0, breaks=None, rows=None):
         self.item_idx = np.asarray(item_idx, dtype=np.int32)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.session_ids = np.asarray(session_ids)
         self.start_time = np.asarray(start_time, dtype=np.float64)
         self.n_dropped = int(n_dropped)
         self.breaks = None if breaks is None else np.asarray(breaks, dtype=bool)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
 
     def __repr__(self):
         return (f"SessionData(n_events={self.n_events}, n_sessions={self.n_sessions}, "
@@ -262,7 +266,7 @@ class SessionData:
 
     @classmethod
     def from_events(cls, events, item_map, session_key="SessionId", item_key="ItemId",
-                    time_key="Time", drop_unknown=False, break_key=None):
+                    time_key="Time", drop_unknown=False, break_key=None, keep_rows=False):
         """Sort validated events (from :func:`load_events`) into sessions of item indices.
 
         Parameters
@@ -278,6 +282,8 @@ class SessionData:
             A column whose value changes mark ``breaks`` inside each sequence, in time order
             (e.g. ``session_key="UserId", break_key="SessionId"``: user histories whose hidden
             state restarts with each session).
+        keep_rows : bool
+            Record each sorted event's row position in ``events`` (``rows``).
 
         Examples
         --------
@@ -306,7 +312,8 @@ class SessionData:
             breaks = np.concatenate([[False], parts[1:] != parts[:-1]])
             breaks[offsets[:-1]] = False  # a sequence's first event starts it anyway
         return cls(item_idx[known][order], offsets, np.asarray(session_ids),
-                   time[order][offsets[:-1]].astype(np.float64), n_dropped, breaks)
+                   time[order][offsets[:-1]].astype(np.float64), n_dropped, breaks,
+                   np.flatnonzero(known)[order] if keep_rows else None)
 
     def item_support(self, n_items):
         """Return int64 ``[n_items]``: the number of events of each item index."""

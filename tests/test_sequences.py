@@ -229,6 +229,18 @@ def test_continuing_the_state_changes_the_ranks_of_the_same_targets():
     assert len(same) == len(zero) and not np.array_equal(same.rank_x, same.rank_y)
 
 
+def test_history_of_other_users_changes_nothing():
+    events = user_events(n_users=30, seed=5)
+    last = events.groupby("UserId").SessionId.transform("max")
+    history, test = events[events.SessionId < last], events[events.SessionId == last]
+    model = gru4rec.GRU4Rec(**COMMON, layers=(6,), n_sample=4, batch_size=4, user_key="UserId").fit(history)
+    users = sorted(test.UserId.unique())
+    test, others = test[test.UserId.isin(users[:15])], history[history.UserId.isin(users[15:])]
+    with_others, alone = evaluation.evaluate(model, test, history=others), evaluation.evaluate(model, test)
+    for key in ("recall", "mrr", "n_points", "n_dropped"):
+        assert with_others[key] == alone[key], key
+
+
 # ---------------------------------------------------------------- errors and persistence
 @pytest.mark.parametrize("params, message", [
     (dict(bptt=0), "bptt=0 is invalid"),
