@@ -91,14 +91,18 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     user_key = getattr(model, "user_key", None)
     if history is not None and (user_key is None or not isinstance(model, gru4rec.GRU4Rec)):
         raise ValueError("history continues users' hidden states: it needs a GRU4Rec model fitted with user_key")
-    load, group = _sequence_reader(model, item_map)
-    events = load(test_data)
+    reader = sessiondata.SequenceReader(model.session_key, model.item_key, model.time_key, user_key,
+                                        getattr(model, "reset_between_sessions", False))
+    events = reader.load(test_data)
+
+    def group(frame, keep_rows=False):
+        return reader.group(frame, item_map, drop_unknown=True, keep_rows=keep_rows)
     test = group(events)
     if test.n_dropped:
         logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
     init = None
     if history is not None:
-        test, init = _continued(model, group, test, events, load(history), batch_size, steps_per_call)
+        test, init = _continued(model, group, test, events, reader.load(history), batch_size, steps_per_call)
     if test.n_steps == 0:
         unit = "user" if user_key else "session"
         raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate")
@@ -283,21 +287,6 @@ def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=N
 
 
 # ---------------------------------------------------------------- user histories (issue 8)
-def _sequence_reader(model, item_map):
-    """(load, group): data -> validated frame -> SessionData grouped as the model was trained
-    (by session, or by user), events with unknown items dropped."""
-    load_keys, seq_key, break_key = sessiondata.sequence_keys(
-        model.session_key, getattr(model, "user_key", None), getattr(model, "reset_between_sessions", False))
-
-    def load(data):
-        return sessiondata.load_events(data, item_key=model.item_key, time_key=model.time_key, **load_keys)
-
-    def group(events, keep_rows=False):
-        return sessiondata.SessionData.from_events(events, item_map, seq_key, model.item_key, model.time_key,
-                                                   drop_unknown=True, break_key=break_key, keep_rows=keep_rows)
-    return load, group
-
-
 class _StartStates:
     """Per test sequence: does it continue a history (`continued`, 0/1), and the states it starts from."""
 

@@ -175,8 +175,13 @@ def dropout(x, p, rng, shape):
     """Inverted dropout with a static `shape` (JAX needs one); returns (next_rng, x_dropped)."""
     if not p:
         return rng, x
-    next_rng, keep = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
-    return next_rng, pt.switch(keep >= p, x / np.float32(1 - p), 0).astype(FLOATX)
+    next_rng, uniform = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
+    return next_rng, apply_dropout(x, uniform >= p, p)
+
+
+def apply_dropout(x, keep, p):
+    """x / (1 - p) where the mask `keep` is true, else 0 (x itself when p is 0)."""
+    return pt.switch(keep, x / np.float32(1 - p), 0).astype(FLOATX) if p else x
 
 
 # ---------------------------------------------------------------- optimisers
@@ -550,7 +555,7 @@ class GRU4Rec:
                 return rng, x
             if keeps is None:
                 return dropout(x, p, rng, shape)
-            return rng, (pt.switch(keeps[key], x / np.float32(1 - p), 0).astype(FLOATX) if p else x)
+            return rng, apply_dropout(x, keeps[key], p) if p else x
 
         x, new_hidden = x_rows, []
         for layer, h in enumerate(hidden):
@@ -799,13 +804,12 @@ class GRU4Rec:
         if retrain:
             self._check_retrain(cfg)
         started = time.perf_counter()
-        load_keys, seq_key, break_key = sessiondata.sequence_keys(cfg.session_key, cfg.user_key,
-                                                                   cfg.reset_between_sessions)
-        events = sessiondata.load_events(data, item_key=cfg.item_key, time_key=cfg.time_key, **load_keys)
+        reader = sessiondata.SequenceReader(cfg.session_key, cfg.item_key, cfg.time_key, cfg.user_key,
+                                            cfg.reset_between_sessions)
+        events = reader.load(data)
         items = events[cfg.item_key]
         item_map = self.item_map_.extended(items) if retrain else sessiondata.ItemMap.from_events(items)
-        train = sessiondata.SessionData.from_events(events, item_map, seq_key, cfg.item_key, cfg.time_key,
-                                                    break_key=break_key)
+        train = reader.group(events, item_map)
         if train.n_steps == 0:
             unit = "user" if cfg.user_key else "session"
             raise ValueError(f"the training data has no {unit} with 2 or more events: nothing to learn from")

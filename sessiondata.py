@@ -132,16 +132,35 @@ def _numeric_time(values, column):
     return values
 
 
-def sequence_keys(session_key, user_key=None, reset_between_sessions=False):
-    """How events group into sequences: (load_events keywords, grouping key, break key).
+class SequenceReader:
+    """Reads events into sequences the way a model groups them: by session, or by user.
 
     Sessions (``user_key`` None) group by ``session_key``. User histories group by ``user_key``;
     the session column is read only when ``reset_between_sessions`` marks breaks with it.
+
+    Examples
+    --------
+    >>> reader = SequenceReader("SessionId", user_key="UserId")
+    >>> events = reader.load(pd.DataFrame({"UserId": [1, 1], "ItemId": [5, 7], "Time": [0, 1]}))
+    >>> reader.group(events, ItemMap([5, 7])).offsets.tolist()
+    [0, 2]
     """
-    if user_key is None:
-        return {"session_key": session_key}, session_key, None
-    session = session_key if reset_between_sessions else None
-    return {"session_key": session, "user_key": user_key}, user_key, session
+
+    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time", user_key=None,
+                 reset_between_sessions=False):
+        self.item_key, self.time_key, self.user_key = item_key, time_key, user_key
+        self.session_key = session_key if user_key is None or reset_between_sessions else None
+        self.sequence_key = user_key or session_key
+        self.break_key = session_key if user_key is not None and reset_between_sessions else None
+
+    def load(self, data):
+        """Validated events with the columns this grouping needs (:func:`load_events`)."""
+        return load_events(data, self.session_key, self.item_key, self.time_key, self.user_key)
+
+    def group(self, events, item_map, drop_unknown=False, keep_rows=False):
+        """:meth:`SessionData.from_events` of loaded events, by sequence, with the breaks."""
+        return SessionData.from_events(events, item_map, self.sequence_key, self.item_key, self.time_key,
+                                       drop_unknown=drop_unknown, break_key=self.break_key, keep_rows=keep_rows)
 
 
 # ---------------------------------------------------------------- item map

@@ -163,18 +163,16 @@ def test_one_session_per_user_equals_the_session_model_exactly():
 def test_user_sequences_join_sessions_and_breaks_mark_them():
     events = pd.DataFrame({"UserId": ["x", "x", "y", "x", "x"], "SessionId": [2, 1, 3, 1, 2],
                            "ItemId": [7, 5, 6, 6, 5], "Time": [3, 0, 0, 1, 2]})
-    keys, seq_key, break_key = sessiondata.sequence_keys("SessionId", "UserId", reset_between_sessions=True)
-    loaded = sessiondata.load_events(events, item_key="ItemId", time_key="Time", **keys)
-    data = sessiondata.SessionData.from_events(loaded, sessiondata.ItemMap([5, 6, 7]), seq_key, break_key=break_key)
+    reader = sessiondata.SequenceReader("SessionId", user_key="UserId", reset_between_sessions=True)
+    data = reader.group(reader.load(events), sessiondata.ItemMap([5, 6, 7]))
     assert data.session_ids.tolist() == ["x", "y"] and data.offsets.tolist() == [0, 4, 5]
     assert data.item_idx.tolist() == [0, 1, 0, 2, 1] and data.breaks.tolist() == [False, False, True, False, False]
     (chunk,) = sessiondata.session_parallel_schedule(data, [0, 1], 1, 3)
     assert chunk.inputs[:, 0].tolist() == [0, 1, 0] and chunk.targets[:, 0].tolist() == [1, 0, 2]
     assert chunk.reset[:, 0].tolist() == [True, False, True]  # the session change zeroes the state
-    keys, seq_key, break_key = sessiondata.sequence_keys("SessionId", "UserId")
-    assert keys == {"session_key": None, "user_key": "UserId"} and break_key is None
-    no_sessions = sessiondata.load_events(events.drop(columns="SessionId"), item_key="ItemId", **keys)
-    assert list(no_sessions.columns) == ["UserId", "ItemId", "Time"]
+    reader = sessiondata.SequenceReader("SessionId", user_key="UserId")  # no resets: no session column
+    assert (reader.sequence_key, reader.break_key) == ("UserId", None)
+    assert list(reader.load(events.drop(columns="SessionId")).columns) == ["UserId", "ItemId", "Time"]
 
 
 def _replay_ranks(model, history, test, by_session):
