@@ -30,7 +30,7 @@ setup(
     extras_require={
         "tune": ["optuna>=4.0,<6"],
         "parquet": ["pyarrow>=15"],
-        "test": ["pytest>=8", "optuna>=4.0,<6"],
+        "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15"],  # the tests read and write Parquet too
     },
     entry_points={"console_scripts": ["gru4rec=run:main"]},
 )
