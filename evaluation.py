@@ -18,9 +18,9 @@ import pytensor
 import pytensor.tensor as pt
 from tqdm.auto import tqdm
 
-import backend
+from gru4rec_lib import backend
 import gru4rec
-import sessiondata
+from gru4rec_lib import sessiondata
 
 logger = logging.getLogger(__name__)
 MODES = ("standard", "conservative", "median")
@@ -78,7 +78,7 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
 
     Examples
     --------
-    >>> import synthetic
+    >>> from gru4rec_lib import synthetic
     >>> train, test = synthetic.split_by_time(synthetic.generate_sessions(n_sessions=400, n_items=30, seed=0))
     >>> model = gru4rec.GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(train)
     >>> result = evaluate(model, test, cutoffs=(5, 20))

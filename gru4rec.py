@@ -18,9 +18,9 @@ import pytensor
 import pytensor.tensor as pt
 from tqdm.auto import tqdm
 
-import sessiondata
-from sampling import SampleStore
-from backend import (
+from gru4rec_lib import sessiondata
+from gru4rec_lib.sampling import SampleStore
+from gru4rec_lib.backend import (
     FLOATX,
     compile_fn,
     device_put,
@@ -366,7 +366,7 @@ class GRU4Rec:
 
     Examples
     --------
-    >>> import synthetic
+    >>> from gru4rec_lib import synthetic
     >>> train = synthetic.generate_sessions(n_sessions=500, n_items=50, seed=1)
     >>> model = GRU4Rec(layers=(32,), n_epochs=1, n_sample=16, show_progress=False).fit(train)
     >>> model.n_items_
@@ -794,7 +794,7 @@ class GRU4Rec:
 
         Examples
         --------
-        >>> import synthetic
+        >>> from gru4rec_lib import synthetic
         >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
         >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
         >>> len(model.epoch_losses_)
@@ -970,7 +970,7 @@ class GRU4Rec:
 
         Examples
         --------
-        >>> import synthetic
+        >>> from gru4rec_lib import synthetic
         >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
         >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
         >>> model.predict_next_batch([7, 8], events.ItemId.values[:2], batch=2).shape
@@ -1064,7 +1064,7 @@ class GRU4Rec:
 
         Examples
         --------
-        >>> import synthetic
+        >>> from gru4rec_lib import synthetic
         >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
         >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
         >>> ids, scores = model.recommend(["visitor-1", "visitor-2"], [3, [5, 7]], k=5)

@@ -15,9 +15,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    py_modules=["gru4rec", "backend", "evaluation", "sessiondata", "sampling", "synthetic", "baselines", "run", "params", "paropt"],
+    # Installed: the two modules the design names, and one package for everything else, so that no
+    # generic top-level name (run, params, backend, ...) can clash with another package or a user's file.
+    py_modules=["gru4rec", "evaluation"],
+    packages=["gru4rec_lib"],
+    package_data={"gru4rec_lib": ["paramfiles/*.txt", "paramspaces/*.txt"]},
     install_requires=[
-        # Tested: pytensor 3.0.7 on Python 3.11; 3.3.x on Python 3.12 (DESIGN.md).
+        # Tested: pytensor 3.0.7 on Python 3.11; 3.3.x on Python 3.12.
         "pytensor>=3.0.7,<3.1; python_version<'3.12'",
         "pytensor>=3.0.7,<3.4; python_version>='3.12'",
         "jax>=0.10.2,<0.12",
@@ -30,7 +34,8 @@ setup(
     extras_require={
         "tune": ["optuna>=4.0,<6"],
         "parquet": ["pyarrow>=15"],
-        "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15"],  # the tests read and write Parquet too
+        # the tests read and write Parquet, tune with Optuna and build the wheel (setuptools, wheel)
+        "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15", "setuptools>=64", "wheel"],
     },
-    entry_points={"console_scripts": ["gru4rec=run:main"]},
+    entry_points={"console_scripts": ["gru4rec=gru4rec_lib.cli:main", "gru4rec-tune=gru4rec_lib.tune:main"]},
 )

@@ -38,9 +38,9 @@ import numpy as np
 
 import evaluation
 import gru4rec
-import params as paramtext
-import sessiondata
-from run import configure_logging
+from gru4rec_lib import params as paramtext
+from gru4rec_lib import sessiondata
+from gru4rec_lib.cli import configure_logging
 
 logger = logging.getLogger("gru4rec.bench.accuracy")
 ROOT = Path(__file__).resolve().parents[1]

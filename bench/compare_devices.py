@@ -35,7 +35,7 @@ def child(path):
     import numpy as np
 
     import gru4rec
-    import synthetic
+    from gru4rec_lib import synthetic
 
     events = synthetic.generate_sessions(n_sessions=150, n_items=300, seed=3)
     model = gru4rec.GRU4Rec(**PARAMS).fit(events)

@@ -27,8 +27,8 @@ import numpy as np
 
 import evaluation
 import gru4rec
-import synthetic
-from run import configure_logging
+from gru4rec_lib import synthetic
+from gru4rec_lib.cli import configure_logging
 
 logger = logging.getLogger("gru4rec.bench.sequence")
 

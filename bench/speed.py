@@ -219,7 +219,7 @@ def n_pairs(events):
 
 def synthetic_train(batch_size, steps_per_epoch, n_items, seed=0):
     """Synthetic sessions (planted structure, Zipf popularity) for about `steps_per_epoch` full steps."""
-    import synthetic
+    from gru4rec_lib import synthetic
 
     pairs = steps_per_epoch * batch_size
     events = synthetic.generate_sessions(n_sessions=pairs // 3 + 200, n_items=n_items, seed=seed)
@@ -227,7 +227,7 @@ def synthetic_train(batch_size, steps_per_epoch, n_items, seed=0):
 
 
 def synthetic_test(n_events, n_items, seed=1):
-    import synthetic
+    from gru4rec_lib import synthetic
 
     events = synthetic.generate_sessions(n_sessions=n_events // 5 + 100, n_items=n_items, seed=seed)
     return first_sessions(events, n_events)
@@ -235,7 +235,7 @@ def synthetic_test(n_events, n_items, seed=1):
 
 def model_params(args, h, batch_size, loss, K, n_epochs):
     import gru4rec
-    import params as paramtext
+    from gru4rec_lib import params as paramtext
 
     values = dict(COMMON, layers=(h,), batch_size=batch_size, steps_per_call=K, n_epochs=n_epochs, **LOSSES[loss])
     if args.device:
@@ -282,7 +282,7 @@ def train_once(args, model, train, batch_size, loss, K):
 
 def host_ceiling(train, batch_size, K):
     """Mini-batches/s the host-side schedule alone can produce (an upper bound for a fast device)."""
-    import sessiondata
+    from gru4rec_lib import sessiondata
 
     data = sessiondata.SessionData.from_events(train, sessiondata.ItemMap.from_events(train["ItemId"]))
     order = data.session_order(True)
@@ -296,8 +296,8 @@ def store_refill(model, train):
     """Seconds to draw a full negative sample store (the first epoch and every n_rows steps pay it)."""
     import numpy as np
 
-    import sampling
-    import sessiondata
+    from gru4rec_lib import sampling
+    from gru4rec_lib import sessiondata
 
     cfg = model.get_params()
     try:
@@ -319,7 +319,7 @@ def eval_once(model, test, repeats=1, batch_size=512, steps=32):
     """evaluate() once on a few sessions (it compiles), then `repeats` timed calls on the whole test set
     (median); compile ~ first call - its share of the timed speed; fill = points / (slots x steps)."""
     import evaluation
-    import sessiondata
+    from gru4rec_lib import sessiondata
 
     small = first_sessions(test, 200)
     first = evaluation.evaluate(model, small, batch_size=batch_size, steps_per_call=steps)
@@ -353,7 +353,7 @@ def run_grid(args, jax, log):
     """The main table: every shape x loss x K, and evaluation per hidden size x loss."""
     import pandas as pd
 
-    import sessiondata
+    from gru4rec_lib import sessiondata
 
     if args.real:
         events = sessiondata.load_events(args.real)

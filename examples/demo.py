@@ -11,10 +11,10 @@ import argparse
 import logging
 import time
 
-import baselines
+from gru4rec_lib import baselines
 import evaluation
 import gru4rec
-import synthetic
+from gru4rec_lib import synthetic
 
 CUTOFFS = (1, 5, 20)
 

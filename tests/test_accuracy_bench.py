@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import baselines
+from gru4rec_lib import baselines
 import evaluation
-import synthetic
+from gru4rec_lib import synthetic
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "accuracy.py"
 

@@ -2,9 +2,9 @@ import jax
 import numpy as np
 import pytest
 
-import backend
+from gru4rec_lib import backend
 import gru4rec
-import synthetic
+from gru4rec_lib import synthetic
 
 
 @pytest.fixture
@@ -48,10 +48,10 @@ def test_shared_on_device_keeps_values_and_static_shape():
 
 
 def test_command_line_compilation_cache_flag(tmp_path, restore_jax_cache_config):
-    import run
+    from gru4rec_lib import cli
 
     events = synthetic.generate_sessions(n_sessions=60, n_items=12, seed=0)
     events.to_csv(tmp_path / "train.tsv", sep="\t", index=False)
-    code = run.main([str(tmp_path / "train.tsv"), "-ps", "layers=4,n_epochs=1,n_sample=3,batch_size=4", "-q",
+    code = cli.main([str(tmp_path / "train.tsv"), "-ps", "layers=4,n_epochs=1,n_sample=3,batch_size=4", "-q",
                      "--compilation-cache", str(tmp_path / "xla")])
     assert code == 0 and any((tmp_path / "xla").iterdir())

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import (VSKNN, ItemKNN, MarkovChain, NotFittedError, Pop, SessionPop, SKNN)
-from sessiondata import ItemMap, SessionData, load_events, session_parallel_schedule
+from gru4rec_lib.baselines import (VSKNN, ItemKNN, MarkovChain, NotFittedError, Pop, SessionPop, SKNN)
+from gru4rec_lib.sessiondata import ItemMap, SessionData, load_events, session_parallel_schedule
 
 ALL_MODELS = [Pop, SessionPop, ItemKNN, MarkovChain, SKNN, VSKNN]
 

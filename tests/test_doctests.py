@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["gru4rec", "evaluation", "sessiondata", "sampling", "synthetic", "baselines", "params", "backend"]
+MODULES = ["gru4rec", "evaluation"] + [f"gru4rec_lib.{name}" for name in
+                                       ("sessiondata", "sampling", "synthetic", "baselines", "params", "backend")]
 
 
 @pytest.mark.parametrize("name", MODULES)

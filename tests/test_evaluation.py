@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 import evaluation
-import backend
+from gru4rec_lib import backend
 import gru4rec
-import synthetic
+from gru4rec_lib import synthetic
 
 CUTOFFS = (1, 3, 5, 10, 20)
 MODES = ("standard", "conservative", "median")

@@ -17,7 +17,7 @@ import pytest
 from state_capture import captured_fitted_state
 
 import gru4rec
-import synthetic
+from gru4rec_lib import synthetic
 
 PARAMS = dict(loss="cross-entropy", final_act="softmax", constrained_embedding=True, layers=(8,), batch_size=4,
               n_sample=4, n_epochs=1, steps_per_call=8, show_progress=False, seed=3)

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from params import format_param_file, parse_param_string, read_param_file
+from gru4rec_lib.params import format_param_file, parse_param_string, read_param_file
 
 PARAMFILES = Path(__file__).resolve().parents[1] / 'paramfiles'
 

@@ -4,21 +4,21 @@ import json
 import pytest
 
 import gru4rec
-import paropt
-import synthetic
-from params import read_param_file
+from gru4rec_lib import tune
+from gru4rec_lib import synthetic
+from gru4rec_lib.params import read_param_file
 
 DEFAULTS = gru4rec.GRU4Rec().get_params()
 
 
 def line(text):
-    return paropt.parse_space_line(text, DEFAULTS, where="space.txt, line 3")
+    return tune.parse_space_line(text, DEFAULTS, where="space.txt, line 3")
 
 
 # --- the space format ---
 
 def test_space_lines_parse_to_dimensions():
-    assert line("learning_rate float 0.01 0.25 log") == paropt.Dimension(
+    assert line("learning_rate float 0.01 0.25 log") == tune.Dimension(
         "learning_rate", "float", 0.01, 0.25, True, None, (), "space.txt, line 3")
     dim = line("  layers int 64 512 step=16   # hidden units")
     assert (dim.kind, dim.low, dim.high, dim.step, dim.log) == ("int", 64, 512, 16, False)
@@ -55,15 +55,15 @@ def test_space_file_errors_name_the_line(tmp_path):
     path = tmp_path / "space.txt"
     path.write_text("# comment\nmomentum float 0 0.9\nmomentum float 0 0.5\n")
     with pytest.raises(ValueError, match=r"line 3: 'momentum' already defined at .*line 2"):
-        paropt.read_space(path, DEFAULTS)
+        tune.read_space(path, DEFAULTS)
     path.write_text("loss fixed bpr-max\n")
     with pytest.raises(ValueError, match="no parameter to search"):
-        paropt.read_space(path, DEFAULTS)
+        tune.read_space(path, DEFAULTS)
 
 
 def test_shipped_spaces_read():
     for name in ("xe_shared.txt", "bprmax_shared.txt", "xe_shared_small.txt"):
-        space = paropt.read_space(f"paramspaces/{name}", DEFAULTS)
+        space = tune.read_space(f"paramspaces/{name}", DEFAULTS)
         assert {"layers", "batch_size", "learning_rate", "momentum", "sample_alpha"} <= set(space)
         assert space["learning_rate"].log
 
@@ -71,13 +71,13 @@ def test_shipped_spaces_read():
 @pytest.mark.parametrize("text, parsed", [("recall@20", ("recall", 20)), ("MRR@5", ("mrr", 5)),
                                           (" mrr @ 10 ", ("mrr", 10))])
 def test_metric_names(text, parsed):
-    assert paropt.parse_metric(text) == parsed
+    assert tune.parse_metric(text) == parsed
 
 
 @pytest.mark.parametrize("text", ["precision@20", "mrr", "recall@0", "mrr@x"])
 def test_bad_metric_names(text):
     with pytest.raises(ValueError, match="expected recall@N or mrr@N"):
-        paropt.parse_metric(text)
+        tune.parse_metric(text)
 
 
 # --- a tiny search, end to end (two fits: ~10 s) ---
@@ -92,7 +92,7 @@ def test_tiny_search_writes_best_params_and_trials(tmp_path):
         "final_act categorical elu-0.5/linear\n")
     (tmp_path / "fixed.txt").write_text("layers=8\nn_epochs=1\nn_sample=4\nbatch_size=16\n")
     best_path, json_path = tmp_path / "best.txt", tmp_path / "trials.json"
-    code = paropt.main([str(tmp_path / "train.tsv"), str(tmp_path / "valid.tsv"), "-sp", str(tmp_path / "space.txt"),
+    code = tune.main([str(tmp_path / "train.tsv"), str(tmp_path / "valid.tsv"), "-sp", str(tmp_path / "space.txt"),
                         "-pf", str(tmp_path / "fixed.txt"), "-ps", "constrained_embedding=True",
                         "--metric", "mrr@10", "-n", "2", "--seed", "7", "-o", str(best_path),
                         "--json", str(json_path)])
@@ -118,7 +118,7 @@ def test_command_line_rejects_a_bad_space_before_training(tmp_path, capsys):
     (tmp_path / "space.txt").write_text("momentum float 1 0\n")
     (tmp_path / "t.tsv").write_text("SessionId\tItemId\tTime\n1\t1\t0\n1\t2\t1\n")
     with pytest.raises(SystemExit) as exit_:
-        paropt.main([str(tmp_path / "t.tsv"), str(tmp_path / "t.tsv"), "-sp", str(tmp_path / "space.txt")])
+        tune.main([str(tmp_path / "t.tsv"), str(tmp_path / "t.tsv"), "-sp", str(tmp_path / "space.txt")])
     assert exit_.value.code == 2 and "must be below high" in capsys.readouterr().err
 
 
@@ -130,7 +130,7 @@ def test_diverged_trials_are_recorded_as_failed(tmp_path, monkeypatch, capsys):
     (tmp_path / "t.tsv").write_text("SessionId\tItemId\tTime\n1\t1\t0\n1\t2\t1\n")
     json_path = tmp_path / "trials.json"
     with pytest.raises(SystemExit) as exit_:
-        paropt.main([str(tmp_path / "t.tsv"), str(tmp_path / "t.tsv"), "-sp", str(tmp_path / "space.txt"),
+        tune.main([str(tmp_path / "t.tsv"), str(tmp_path / "t.tsv"), "-sp", str(tmp_path / "space.txt"),
                      "-n", "2", "--seed", "0", "-o", str(tmp_path / "best.txt"), "--json", str(json_path)])
     assert exit_.value.code == 1 and "no trial finished" in capsys.readouterr().err
     trials = json.loads(json_path.read_text())["trials"]
@@ -141,8 +141,8 @@ def test_diverged_trials_are_recorded_as_failed(tmp_path, monkeypatch, capsys):
 def test_fixed_parameters_precedence(tmp_path):
     (tmp_path / "fixed.txt").write_text("n_epochs=5\nlayers=100\nloss=top1\n")
     (tmp_path / "space.txt").write_text("loss fixed bpr-max\nlayers int 8 16\n")
-    args = paropt.build_parser().parse_args(["t", "v", "-sp", str(tmp_path / "space.txt"), "-pf",
+    args = tune.build_parser().parse_args(["t", "v", "-sp", str(tmp_path / "space.txt"), "-pf",
                                              str(tmp_path / "fixed.txt"), "-ps", "n_epochs=2,batch_size=8"])
-    space = paropt.read_space(args.space, DEFAULTS)
+    space = tune.read_space(args.space, DEFAULTS)
     # -pf < -ps < the space's fixed lines; a searched parameter drops its fixed value
-    assert paropt.fixed_params(args, space, DEFAULTS) == {"n_epochs": 2, "loss": "bpr-max", "batch_size": 8}
+    assert tune.fixed_params(args, space, DEFAULTS) == {"n_epochs": 2, "loss": "bpr-max", "batch_size": 8}

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import gru4rec
-import synthetic
+from gru4rec_lib import synthetic
 
 N_ITEMS = 30
 _TOKENS = itertools.count(2_000_000)  # predict_next_batch session ids, never reused

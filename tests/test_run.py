@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import baselines
+from gru4rec_lib import baselines
 import evaluation
 import gru4rec
-import run
-import synthetic
+from gru4rec_lib import cli
+from gru4rec_lib import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "layers=8,n_epochs=1,n_sample=4,batch_size=16,sample_store=2000"
@@ -68,8 +68,8 @@ def trained(files):
     """A model trained and saved by the CLI's `run`; returns (in-memory model, saved path)."""
     path = files["folder"] / "model.npz"
     argv = [str(files["train"]), "-ps", TINY, "--seed", "3", "-s", str(path), "-q"]
-    args = run.build_parser().parse_args(argv)
-    model, results = run.run(args, run.model_params(args))
+    args = cli.build_parser().parse_args(argv)
+    model, results = cli.run(args, cli.model_params(args))
     assert results == [] and path.is_file()
     return model, path
 
@@ -82,7 +82,7 @@ def test_train_tsv_with_typed_params(trained):
 
 def test_load_and_evaluate_two_files_matches_in_memory_model(trained, files, capsys):
     model, path = trained
-    code = run.main(["-l", str(path), "-t", str(files["test"]), str(files["test_csv"]),
+    code = cli.main(["-l", str(path), "-t", str(files["test"]), str(files["test_csv"]),
                      "-m", "1", "5", "20", "-e", "conservative", "-q"])
     assert code == 0
     lines = result_lines(capsys.readouterr().out)
@@ -97,7 +97,7 @@ def test_load_and_evaluate_two_files_matches_in_memory_model(trained, files, cap
 def test_same_seed_gives_identical_model_from_pickle(trained, files, tmp_path, capsys):
     _, path = trained  # trained from the TSV file with --seed 3
     again = tmp_path / "again.npz"
-    assert run.main([str(files["train_pkl"]), "-ps", TINY, "--seed", "3", "-s", str(again), "-q"]) == 0
+    assert cli.main([str(files["train_pkl"]), "-ps", TINY, "--seed", "3", "-s", str(again), "-q"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"Trained GRU4Rec: 1 epoch in [\d.]+ s .*final loss [\d.]+, \d+ events/s", out)
     with np.load(path) as first, np.load(again) as second:
@@ -110,7 +110,7 @@ def test_param_file_and_string_and_column_names_from_csv(files, tmp_path, capsys
     param_file.write_text("# tiny\nlayers=8/8\nn_epochs=3\nn_sample=4\nsample_store=2000\n"
                           "loss=cross-entropy\nfinal_act=softmax\n")
     saved = tmp_path / "m.npz"
-    code = run.main([str(files["train_csv"]), "-pf", str(param_file), "-ps", "n_epochs=1,batch_size=16",
+    code = cli.main([str(files["train_csv"]), "-pf", str(param_file), "-ps", "n_epochs=1,batch_size=16",
                      "-sk", "sess", "-ik", "item", "-tk", "ts", "-s", str(saved), "-q"])
     assert code == 0 and "1 epoch " in capsys.readouterr().out
     params = gru4rec.GRU4Rec.load(saved).get_params()
@@ -121,7 +121,7 @@ def test_param_file_and_string_and_column_names_from_csv(files, tmp_path, capsys
 
 def test_train_parquet(files, capsys):
     pytest.importorskip("pyarrow")
-    code = run.main([str(files["train_parquet"]), "--model", "pop", "-t", str(files["test"]), "-m", "5", "-q"])
+    code = cli.main([str(files["train_parquet"]), "--model", "pop", "-t", str(files["test"]), "-m", "5", "-q"])
     assert code == 0
     (line,) = result_lines(capsys.readouterr().out)
     reference = evaluation.evaluate(baselines.Pop().fit(files["train_df"]), files["test_df"], cutoffs=(5,))
@@ -132,7 +132,7 @@ def test_train_parquet(files, capsys):
 def test_retrain_on_new_items(trained, files, tmp_path, capsys):
     model, path = trained
     retrained = tmp_path / "retrained.npz"
-    code = run.main([str(files["new"]), "-l", str(path), "--retrain", "-ps", "learning_rate=0.05",
+    code = cli.main([str(files["new"]), "-l", str(path), "--retrain", "-ps", "learning_rate=0.05",
                      "-s", str(retrained), "-t", str(files["new"]), "-m", "5", "-q"])
     assert code == 0
     out = capsys.readouterr().out
@@ -148,7 +148,7 @@ def test_retrain_on_new_items(trained, files, tmp_path, capsys):
                                               ("vsknn", baselines.VSKNN, ["-ps", "k=20,weighting=quadratic"])])
 def test_baseline_by_name(files, name, cls, extra, capsys):
     argv = [str(files["train"]), "--model", name, "-t", str(files["test"]), "-m", "1", "10", "-q", *extra]
-    code = run.main(argv)
+    code = cli.main(argv)
     assert code == 0
     out = capsys.readouterr().out
     assert f"Trained {cls.__name__} in" in out
@@ -159,7 +159,7 @@ def test_baseline_by_name(files, name, cls, extra, capsys):
 
 def usage_error(argv, capsys, code=2):
     with pytest.raises(SystemExit) as exit_info:
-        run.main(argv)
+        cli.main(argv)
     assert exit_info.value.code == code
     return capsys.readouterr().err
 
@@ -207,7 +207,7 @@ def test_device_not_found(files, capsys):
 
 def test_help_warns_about_pickles(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run.main(["--help"])
+        cli.main(["--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and ".pkl/.pickle" in out and "only use pickles you trust" in out
 
@@ -264,9 +264,9 @@ def test_user_histories_continue_from_the_training_file(tmp_path, capsys):
     events[events.SessionId < last].to_csv(train, sep="\t", index=False)
     events[events.SessionId == last].to_csv(test, sep="\t", index=False)
     common = [str(train), "-ps", TINY + ",bptt=2", "-uk", "UserId", "-t", str(test), "-q", "-m", "5"]
-    assert run.main(common) == 0
+    assert cli.main(common) == 0
     continued = result_lines(capsys.readouterr().out)[0]
-    assert run.main(common + ["--history", "none"]) == 0
+    assert cli.main(common + ["--history", "none"]) == 0
     from_zero = result_lines(capsys.readouterr().out)[0]
     n_users = events.UserId.nunique()
     assert continued["points"] == from_zero["points"] + n_users  # each user's first test event too

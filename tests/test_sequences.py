@@ -12,8 +12,8 @@ from state_capture import captured_fitted_state
 
 import evaluation
 import gru4rec
-import sessiondata
-import synthetic
+from gru4rec_lib import sessiondata
+from gru4rec_lib import synthetic
 
 COMMON = dict(show_progress=False, seed=3, n_epochs=1)
 
@@ -133,7 +133,7 @@ def test_bptt_with_dropout_learns_planted_successors():
 
 
 def _popularity(train):
-    import baselines
+    from gru4rec_lib import baselines
     return baselines.Pop().fit(train)
 
 

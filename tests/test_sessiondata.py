@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sessiondata import (Chunk, ItemMap, SessionData, load_events, n_chunks,
+from gru4rec_lib.sessiondata import (Chunk, ItemMap, SessionData, load_events, n_chunks,
                          session_parallel_schedule)
 
 

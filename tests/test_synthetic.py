@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthetic import generate_sessions, planted_successors, split_by_time, successor_probabilities
+from gru4rec_lib.synthetic import generate_sessions, planted_successors, split_by_time, successor_probabilities
 
 
 def test_same_seed_same_frame_and_no_global_rng():
@@ -113,7 +113,7 @@ def test_split_by_time_errors():
 
 # ---------------------------------------------------------------- user histories
 def test_user_histories_have_sessions_in_order_and_a_taste():
-    from synthetic import generate_user_histories, split_last_sessions
+    from gru4rec_lib.synthetic import generate_user_histories, split_last_sessions
     events = generate_user_histories(n_users=300, n_items=200, sessions_per_user=4, n_topics=10, taste=0.5, seed=3)
     assert list(events.columns) == ["UserId", "SessionId", "ItemId", "Time"]
     assert (events.groupby("UserId").SessionId.nunique() == 4).all()

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from state_capture import captured_fitted_state
 
-import backend
+from gru4rec_lib import backend
 import gru4rec
-import sampling
-import synthetic
+from gru4rec_lib import sampling
+from gru4rec_lib import synthetic
 
 COMMON = dict(show_progress=False, seed=7, n_epochs=1)
 

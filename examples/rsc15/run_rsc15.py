@@ -13,7 +13,7 @@ file reports, if any, is printed first for comparison.
 import argparse
 from pathlib import Path
 
-import run
+from gru4rec_lib import cli
 
 PARAMFILES = Path(__file__).resolve().parents[2] / "paramfiles"
 FILES = {False: ("rsc15_train_full.txt", "rsc15_test.txt"),  # (train, test) by --tune
@@ -56,7 +56,7 @@ def main(argv=None):
         argv += ["--device", args.device] if args.device else []
         argv += ["-s", str(Path(args.save_dir) / f"{path.stem}.npz")] if args.save_dir else []
         argv += ["-q"] if args.quiet else []
-        run.main(argv)
+        cli.main(argv)
     return 0
 
 

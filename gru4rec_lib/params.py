@@ -45,8 +45,11 @@ without ``=``, an empty value.
 """
 import difflib
 import math
+from pathlib import Path
 
-__all__ = ['parse_param_string', 'read_param_file', 'format_param_file']
+__all__ = ['parse_param_string', 'read_param_file', 'format_param_file', 'bundled_file', 'bundled_names']
+
+BUNDLED = Path(__file__).resolve().parent  # paramfiles/ and paramspaces/ ship inside the package
 
 NONE_WORDS = ('none', 'null')
 TRUE_WORDS = ('true', '1')
@@ -186,6 +189,31 @@ def read_param_file(path, defaults):
         lines = file.read().splitlines()
     return _parse_items(((f'{path}, line {number}', line.partition('#')[0])
                          for number, line in enumerate(lines, 1)), defaults)
+
+
+# --- bundled files ---
+
+def bundled_names(folder):
+    """Names of the files shipped in ``folder`` ('paramfiles' or 'paramspaces'), without '.txt'."""
+    return sorted(path.stem for path in (BUNDLED / folder).glob('*.txt'))
+
+
+def bundled_file(name_or_path, folder):
+    """A path as given if it names a file, else the bundled ``folder/NAME.txt`` (``-pf rsc15_xe``).
+
+    So ``-pf paramfiles/rsc15_xe.txt`` works from a checkout and ``-pf rsc15_xe`` anywhere after
+    install. Raises ValueError naming the bundled files when neither exists.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return str(path)
+    stem = path.name[:-4] if path.name.endswith('.txt') else path.name
+    if path.parent == Path('.') or path.parent.name == folder:
+        bundled = BUNDLED / folder / f'{stem}.txt'
+        if bundled.is_file():
+            return str(bundled)
+    raise ValueError(f'{name_or_path}: no such file, and no bundled {folder} file of that name '
+                     f'(bundled: {", ".join(bundled_names(folder))})')
 
 
 # --- writing ---

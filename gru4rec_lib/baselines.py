@@ -50,7 +50,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-import sessiondata
+from . import sessiondata
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from backend import FLOATX, compile_fn, float32_graph, shared_on_device
+from .backend import FLOATX, compile_fn, float32_graph, shared_on_device
 
 
 def alias_table(probabilities):

@@ -1,0 +1,12 @@
+"""Everything of gru4rec that is not the model (`gru4rec.py`) or the metrics (`evaluation.py`).
+
+- `backend`: running PyTensor graphs on JAX (donated buffers, float32 graphs, device placement).
+- `sampling`: the negative sample store, drawn on the compute device.
+- `sessiondata`: host-side data: validation, item map, sorted sessions, the session-parallel schedule.
+- `baselines`: Pop, SessionPop, ItemKNN, SKNN, VSKNN and a first-order Markov model.
+- `synthetic`: generated sessions and user histories with planted structure.
+- `params`: parameter strings and parameter files; the bundled `paramfiles/` and `paramspaces/`.
+- `cli`: the ``gru4rec`` command; `tune`: the ``gru4rec-tune`` command (Optuna).
+
+Importing the package does nothing visible: no printing, no environment changes.
+"""
