@@ -37,5 +37,6 @@ setup(
         # the tests read and write Parquet, tune with Optuna and build the wheel (setuptools, wheel)
         "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15", "setuptools>=64", "wheel"],
     },
-    entry_points={"console_scripts": ["gru4rec=gru4rec_lib.cli:main", "gru4rec-tune=gru4rec_lib.tune:main"]},
+    entry_points={"console_scripts": ["gru4rec=gru4rec_lib.cli:main", "gru4rec-tune=gru4rec_lib.tune:main",
+                                        "gru4rec-split=gru4rec_lib.splits:main"]},
 )
