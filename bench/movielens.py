@@ -24,10 +24,14 @@ Protocol (what is predicted from what):
   a validation split carved from the history in the same way (its last ``--last`` events per
   user), one seed; the chosen setting is then trained on the whole history with each seed.
 
-Usage (from the repository root; the data is read where it lies)::
+Data: ``ratings.csv`` of MovieLens latest-small as GroupLens distributes it (``ml-latest-small.zip``
+from https://grouplens.org/datasets/movielens/; columns userId, movieId, rating, timestamp), or
+the same as a tab-separated file with columns UserId, ItemId, Rating, Time. It is read where it
+lies, never copied into the repository.
 
-    python -m bench.movielens --data ../shared/data/movielens_small/ratings.tsv --seeds 1 2 3 \\
-        --json bench/results/movielens.json
+Usage (from the repository root)::
+
+    python -m bench.movielens --data ml-latest-small/ratings.csv --seeds 1 2 3 --json bench/results/movielens.json
 
 The JSON has the split sizes, the tuning grid results and every run.
 """
@@ -47,13 +51,15 @@ from gru4rec_lib.cli import configure_logging
 
 logger = logging.getLogger("gru4rec.bench.movielens")
 CUTOFFS = (1, 5, 10, 20)
+GROUPLENS_COLUMNS = {"userId": "UserId", "movieId": "ItemId", "rating": "Rating", "timestamp": "Time"}
 BASELINES = {"Pop": baselines.Pop, "SessionPop": baselines.SessionPop, "ItemKNN": baselines.ItemKNN,
              "SKNN": baselines.SKNN, "VSKNN": baselines.VSKNN, "MarkovChain": baselines.MarkovChain}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.movielens", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/movielens_small/ratings.tsv")
+    parser.add_argument("--data", required=True, metavar="PATH",
+                        help="MovieLens ratings: GroupLens ratings.csv, or a .tsv with UserId ItemId Rating Time")
     parser.add_argument("--last", type=int, default=10, help="test (and validation) events per user")
     parser.add_argument("--session-gap", type=float, default=3600.0, help="seconds of pause that end a session")
     parser.add_argument("--epochs", type=int, default=2)
@@ -83,7 +89,7 @@ def base_params(epochs):
 # ---------------------------------------------------------------- data
 def load_split(path, last, session_gap):
     """(history, test, valid_train, valid): test and valid keep only items known to their training part."""
-    events = pd.read_csv(path, sep="\t")
+    events = splits.read_table(path).rename(columns=GROUPLENS_COLUMNS)
     history, test = splits.split_user_histories(events, last=last, session_gap=session_gap)
     valid_train, valid = splits.split_user_histories(history, last=last)
     test = test[test.ItemId.isin(history.ItemId)]

@@ -25,11 +25,16 @@ def bench():
 @pytest.fixture(scope="module")
 def split(bench, tmp_path_factory):
     events = synthetic.generate_user_histories(n_users=60, n_items=40, sessions_per_user=4, seed=3)
-    events = events.drop(columns="SessionId").rename(columns={"Time": "Time"})
+    events = events.drop(columns="SessionId")
     events["Time"] = np.floor(events.Time / 20) * 20  # some events share a time stamp
-    path = tmp_path_factory.mktemp("ml") / "ratings.tsv"
-    events.to_csv(path, sep="\t", index=False)
-    return bench.load_split(path, last=4, session_gap=1000)
+    folder = tmp_path_factory.mktemp("ml")
+    events.to_csv(folder / "ratings.tsv", sep="\t", index=False)
+    grouplens = events.rename(columns={"UserId": "userId", "ItemId": "movieId", "Time": "timestamp"})
+    grouplens.to_csv(folder / "ratings.csv", index=False)  # the file as GroupLens distributes it
+    parts = bench.load_split(folder / "ratings.tsv", last=4, session_gap=1000)
+    for mine, theirs in zip(parts, bench.load_split(folder / "ratings.csv", last=4, session_gap=1000)):
+        pd.testing.assert_frame_equal(mine, theirs)
+    return parts
 
 
 def test_split_marks_session_starts_and_ties(split):
