@@ -19,7 +19,9 @@ import pytensor.tensor as pt
 from tqdm.auto import tqdm
 
 from gru4rec_lib import sessiondata
+from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.sampling import SampleStore
+from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
 from gru4rec_lib.backend import (
     FLOATX,
     compile_fn,
@@ -27,6 +29,7 @@ from gru4rec_lib.backend import (
     float32_graph,
     resolve_device,
     schedule_inputs,
+    set_on_device,
     shared_on_device,
 )
 
@@ -264,7 +267,7 @@ def _is_real(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-class GRU4Rec:
+class GRU4Rec(SequenceMixin, SessionModel):
     """GRU4Rec session-based recommender (Hidasi et al. 2016; Hidasi & Karatzoglou 2018).
 
     Parameters
@@ -572,16 +575,6 @@ class GRU4Rec:
         return rng, new_hidden
 
     @staticmethod
-    def _keep_shapes(cfg):
-        """Dropout masks a BPTT window keeps per step: name -> (B, width)."""
-        shapes = {}
-        if cfg.dropout_p_embed and cfg.mode != "none":
-            shapes["embed"] = (cfg.batch_size, cfg.emb_size)
-        if cfg.dropout_p_hidden:
-            shapes.update({layer: (cfg.batch_size, h) for layer, h in enumerate(cfg.layers)})
-        return shapes
-
-    @staticmethod
     def _input_name(cfg):
         return {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg.mode]
 
@@ -627,46 +620,6 @@ class GRU4Rec:
         new.update(carried)
         new["rng"] = rng
         return [new[n] for n in names] + [loss]
-
-    def _bptt_window(self, cfg, state, x_idx, reset, active):
-        """The slot's last T steps (T = bptt): the carried T-1 and this one, oldest first, (T, B) each.
-
-        "touched": a step's input row gets a gradient, i.e. the step was real and no reset
-        follows it inside the window (a reset cuts the gradient path to the steps before it).
-        """
-        window = {key: pt.concatenate([state[f"window/{key}"], value[None]])
-                  for key, value in (("x", x_idx), ("reset", reset), ("active", active))}
-        later = [pt.zeros_like(reset)]  # later[j]: a reset at one of the steps after j
-        for j in range(cfg.bptt - 1, 0, -1):
-            later.append(later[-1] | window["reset"][j])
-        window["touched"] = window["active"] & ~pt.stack(later[::-1])
-        return window
-
-    def _bptt_forward(self, cfg, state, window, x_rows, hidden):
-        """GRU steps over the window from the state T-1 steps back, with the current weights.
-
-        Returns (rng, hidden after the last step, new carried state): the carry is the state
-        after the window's oldest step and the window without it. Dropout masks are drawn for
-        the newest step only and kept for the steps after, so every recomputation of a step
-        drops the same units.
-        """
-        T, B = cfg.bptt, cfg.batch_size
-        x_rows = x_rows.reshape((T, B, x_rows.type.shape[-1]))
-        rng, keeps = state.get("rng"), {}
-        for key, shape in self._keep_shapes(cfg).items():
-            rng, u = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
-            p = cfg.dropout_p_embed if key == "embed" else cfg.dropout_p_hidden
-            keeps[key] = pt.concatenate([state[f"window/keep_{key}"], (u >= p)[None]])
-        carried = {}
-        for j in range(T):
-            hidden = [pt.switch(window["reset"][j][:, None], 0, h) for h in hidden]
-            hidden = self._forward(cfg, state, x_rows[j], hidden, training=True,
-                                   keeps={key: keep[j] for key, keep in keeps.items()})[1]
-            if j == 0:
-                carried.update({f"hidden_{i}": h for i, h in enumerate(hidden)})
-        carried.update({f"window/{key}": window[key][1:] for key in ("x", "reset", "active")})
-        carried.update({f"window/keep_{key}": keep[1:] for key, keep in keeps.items()})
-        return rng, hidden, carried
 
     def _apply_gradients(self, cfg, state, dense, dense_grads, idx, rows, row_grads, touched, loss, active):
         """Optimiser updates: dense parameters whole, item matrices only on the touched rows (SPEC §6).
@@ -752,13 +705,8 @@ class GRU4Rec:
         train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
                       for i, h in enumerate(cfg.layers)}
         train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
-        if cfg.bptt > 1:  # the T-1 steps before the current one; all-reset at the start
-            window = {"x": np.zeros((cfg.bptt - 1, B), np.int32), "reset": np.ones((cfg.bptt - 1, B), bool),
-                      "active": np.zeros((cfg.bptt - 1, B), bool)}
-            window.update({f"keep_{key}": np.ones((cfg.bptt - 1,) + shape, bool)
-                           for key, shape in self._keep_shapes(cfg).items()})
-            train_vars.update({f"window/{key}": shared_on_device(value, f"window/{key}", device)
-                               for key, value in window.items()})
+        if cfg.bptt > 1:  # the T-1 steps before the current one (gru4rec_lib/sequences.py)
+            train_vars.update({key: shared_on_device(value, key, device) for key, value in self._window_start(cfg).items()})
         if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
             train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1
         self._store_var = store.var
@@ -949,6 +897,116 @@ class GRU4Rec:
             raise ValueError(f"{len(unknown)} item ids unknown to the model, e.g. {list(unknown[:5])}")
         return idx.astype(np.int32)
 
+    # -- the model interface (gru4rec_lib.interface.SessionModel) ---------------------------
+    def reset_state(self, slots=None):
+        """Start the given slots (an int array; all when None) from the zero state.
+
+        Applies to the slots of `score_step` and of `score_steps` (the evaluation's slots).
+        """
+        self._check_fitted()
+        for key, value in self._fns.items():
+            if key[0] == "score_steps":
+                for var in value[1]:
+                    zeroed = np.zeros(var.type.shape, FLOATX) if slots is None else np.array(var.get_value())
+                    zeroed[slots if slots is not None else slice(None)] = 0
+                    set_on_device(var, zeroed, self._cfg.device)
+        slot_states = getattr(self, "_slot_states", None)
+        if slots is None or slot_states is None:
+            self._slot_states = None
+        else:
+            self._slot_states = [np.where(np.isin(np.arange(len(h)), slots)[:, None], 0, h).astype(FLOATX)
+                                 for h in slot_states]
+
+    def score_step(self, reset, input_idx, active):
+        """Feed every slot one item (by index); final_act scores (B, n_items_) of each slot's next item.
+
+        Slots where `reset` is true start from zero first; inactive slots keep their state and
+        score 0. Before the first call (and after `reset_state`) every slot is at zero.
+
+        Examples
+        --------
+        >>> from gru4rec_lib import synthetic
+        >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
+        >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
+        >>> model.score_step([True, True], [0, 5], [True, True]).shape
+        (2, 40)
+        """
+        reset, input_idx, active = self._check_step(reset, input_idx, active)
+        hidden = getattr(self, "_slot_states", None)
+        if hidden is None or len(hidden[0]) != len(active):
+            hidden = [np.zeros((len(active), h), FLOATX) for h in self._cfg.layers]
+        new = [np.asarray(h) for h in self._feed_fn()(input_idx.astype(np.int32), reset, *hidden)]
+        self._slot_states = [np.where(active[:, None], n, h) for n, h in zip(new, hidden)]
+        scores = np.asarray(self._score_fn()(self._slot_states[-1], np.arange(self.n_items_, dtype=np.int32)))
+        return np.where(active[:, None], scores, 0).astype(FLOATX)
+
+    def score_steps(self, chunk, reduction, candidates=None, keep_values=False, start=None):
+        """K steps of B slots and their reduction as one compiled call on the device.
+
+        See `gru4rec_lib.interface.SessionModel.score_steps`. The returned arrays stay on the
+        device until read. Scores are ranked as final_act gives them, softmax on its logits
+        (same order, without float32 underflow turning small probabilities into ties).
+        `start` (a `gru4rec_lib.sequences.StartStates`) continues user sequences.
+        """
+        self._check_fitted()
+        K, B = chunk.active.shape
+        key = ("score_steps", K, B, reduction, candidates is None, keep_values, start is not None)
+        if key not in self._fns:
+            self._fns[key] = self._compile_score_steps(K, B, reduction, candidates is not None, keep_values,
+                                                       start is not None)
+        extra = start.step_inputs(chunk) if start is not None else []
+        cand = [] if candidates is None else [candidates, self._positions(candidates)]
+        out = self._fns[key][0](chunk.inputs, chunk.targets, chunk.reset, chunk.active, *extra, *cand)
+        return out[0], (out[1] if keep_values else None)
+
+    def _positions(self, cand_idx):
+        """(n_items,) int32: position of each item among the candidates, -1 if absent (cached)."""
+        cached = getattr(self, "_cand_positions", (None, None))
+        if cached[0] is not cand_idx:
+            pos = np.full(self.n_items_, -1, dtype=np.int32)
+            pos[cand_idx] = np.arange(len(cand_idx), dtype=np.int32)
+            self._cand_positions = cached = (cand_idx, pos)
+        return cached[1]
+
+    @float32_graph
+    def _compile_score_steps(self, steps, batch_size, reduction, subset, keep_values, continued):
+        """Compile K steps: feed the inputs, score, reduce per step, then the chunk; hidden state on device."""
+        cfg = self._cfg
+        hidden = [shared_on_device(np.zeros((batch_size, h), FLOATX), f"eval_hidden_{i}", cfg.device)
+                  for i, h in enumerate(cfg.layers)]
+        seqs = schedule_inputs(steps, batch_size) + (start_inputs(steps, batch_size, cfg.layers) if continued else [])
+        cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
+        n_layers = len(hidden)
+
+        def step(item_idx, target_idx, reset, active, *args):
+            if continued:
+                reset, args = start_from(reset, args, n_layers)
+            new_states = self._step_graph(item_idx, reset, list(args[:n_layers]))
+            scores, target, in_scores = self._target_scores(new_states[-1], target_idx, *args[n_layers:])
+            values = reduction.step(scores, target, in_scores, pt)
+            return [*new_states, pt.switch(active, values, 0).astype(FLOATX)]
+
+        outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None], non_sequences=cand,
+                                n_steps=steps, return_updates=False)
+        values = outputs[-1]  # (K, B)
+        totals = pt.stack(reduction.total(values, seqs[3], pt)).astype(FLOATX)
+        updates = {var: out[-1] for var, out in zip(hidden, outputs[:-1])}
+        return compile_fn(seqs + cand, [totals, values] if keep_values else [totals], updates), hidden
+
+    def _target_scores(self, hidden_last, target_idx, cand_idx=None, cand_pos=None):
+        """Scores (B, C) of all items or the candidates, each target's score (B,), and whether it is scored."""
+        weights, act = self._weights(), self._rank_activation()
+        rows = pt.arange(target_idx.shape[0], dtype="int32")
+        if cand_idx is None:
+            scores = act(hidden_last @ weights["Wy"].T + weights["By"])  # (B, n_items)
+            return scores, scores[rows, target_idx], 1
+        scores = act(hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx])  # (B, n_cand)
+        own = act(pt.sum(hidden_last * weights["Wy"][target_idx], axis=1) + weights["By"][target_idx])
+        pos = cand_pos[target_idx]
+        in_scores = pos >= 0
+        target = pt.switch(in_scores, scores[rows, pt.maximum(pos, 0)], own)  # the column itself where scored
+        return scores, target, in_scores
+
     def predict_next_batch(self, session_ids, input_item_ids, predict_for_item_ids=None, batch=100):
         """Scores of the next item for `batch` parallel sessions (the reference's stateful API, SPEC §7).
 
@@ -1091,20 +1149,6 @@ class GRU4Rec:
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         return self.item_ids_[top], np.take_along_axis(scores, top, axis=1)
-
-    def _feed_histories(self, states, histories):
-        """Feed each session its known new items, step by step over the longest history."""
-        known = [self.item_map_.indices(pd.Index(h, dtype=object)) for h in histories]  # object: no '4' for 4
-        known = [idx[idx >= 0] for idx in known]
-        for step in range(max((len(idx) for idx in known), default=0)):
-            rows = [r for r, idx in enumerate(known) if len(idx) > step]
-            item_idx = np.array([known[r][step] for r in rows], dtype=np.int32)
-            hidden = [np.stack([states[r][0][layer] for r in rows]) for layer in range(len(self._cfg.layers))]
-            new_hidden = self._feed_fn()(item_idx, np.zeros(len(rows), bool), *hidden)
-            new_hidden = [np.asarray(h) for h in new_hidden]
-            for j, r in enumerate(rows):
-                states[r][0][:] = [h[j] for h in new_hidden]
-                states[r][1].add(int(item_idx[j]))
 
     def end_sessions(self, session_ids=None):
         """Forget live sessions (all of them when None); unknown ids are ignored."""

@@ -31,8 +31,9 @@ arguments unchanged; ``fit(data)`` checks them, then reads the events (a DataFra
 ``sessiondata.load_events``) and returns ``self``; fitted attributes end in ``_`` (``item_ids_``,
 ``n_items_``). Scoring is stateful, like the session-parallel evaluation of GRU4Rec:
 ``score_step(reset, input_idx, active)`` advances B parallel session slots by one event each and
-returns float32 scores (B, n_items_) for every slot's next item; ``reset_state()`` forgets all
-slots. Nothing is random, so equal data give equal scores.
+returns float32 scores (B, n_items_) for every slot's next item; ``reset_state(slots=None)``
+forgets the given slots (all when None). This is the model interface of
+`gru4rec_lib.interface.SessionModel`, which GRU4Rec implements too. Nothing is random, so equal data give equal scores.
 
 Ties
 ----
@@ -51,6 +52,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import sessiondata
+from .interface import SessionModel
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +193,12 @@ class _SlotState:
 
 # ---- common base ------------------------------------------------------------------------------
 
-class _Baseline:
-    """Fitting, parameter access and the stateful ``score_step`` shared by all baselines."""
+class _Baseline(SessionModel):
+    """Fitting, parameter access and the stateful ``score_step`` shared by all baselines.
+
+    The model interface (``fit``, ``reset_state``, ``score_step``, ``score_steps``, ``item_ids_``)
+    is `gru4rec_lib.interface.SessionModel`; ``score_steps`` runs ``score_step`` on the host.
+    """
 
     def get_params(self):
         """Return the constructor parameters as a dict."""
@@ -255,9 +261,12 @@ class _Baseline:
         """Build the model from ``SessionData`` and the item supports (events per item)."""
         raise NotImplementedError  # each model overrides this
 
-    def reset_state(self):
-        """Forget the session history of every slot (the next call starts all slots afresh)."""
-        self._state = None
+    def reset_state(self, slots=None):
+        """Forget the session history of the given slots (an int array; every slot when None)."""
+        if slots is None or self._state is None:
+            self._state = None
+        else:
+            self._state.length[np.asarray(slots, np.int64)] = 0
 
     def score_step(self, reset, input_idx, active):
         """Advance B parallel session slots by one event; score every slot's next item.
@@ -299,25 +308,6 @@ class _Baseline:
     def _score_rows(self, state, rows):
         """Scores (len(rows), n_items_) float32 for the next item of the given slots."""
         raise NotImplementedError  # each model overrides this
-
-    def _check_step(self, reset, input_idx, active):
-        """Validate the arguments of ``score_step`` and return them as numpy arrays."""
-        if not hasattr(self, "item_ids_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit first")
-        reset, active = np.asarray(reset, bool), np.asarray(active, bool)
-        input_idx = np.asarray(input_idx)
-        if reset.ndim != 1 or len(reset) == 0 or input_idx.shape != reset.shape \
-                or active.shape != reset.shape:
-            raise ValueError("reset, input_idx and active must be 1-d arrays of one length B >= 1, "
-                             f"got shapes {reset.shape}, {input_idx.shape}, {active.shape}")
-        if not np.issubdtype(input_idx.dtype, np.integer):
-            raise TypeError(f"input_idx must hold integer item indices, got {input_idx.dtype}")
-        bad = np.flatnonzero(active & ((input_idx < 0) | (input_idx >= self.n_items_)))
-        if len(bad):
-            raise ValueError(f"input_idx out of range [0, {self.n_items_}) in slots "
-                             f"{bad[:5].tolist()} (values {input_idx[bad[:5]].tolist()}); "
-                             "drop items unknown to the model")
-        return reset, input_idx.astype(np.int64), active
 
     def _slot_state(self, batch_size):
         """The slot histories, created on the first call after fit or ``reset_state``."""

@@ -443,6 +443,64 @@ def session_parallel_schedule(data, order, batch_size, steps_per_chunk):
     return _chunks(data, _plan(data, order, batch_size), batch_size, steps_per_chunk)
 
 
+def schedule_definition(data, order, batch_size):
+    """The session-parallel schedule as a plain step-by-step loop over the slots: its definition.
+
+    This is what :func:`session_parallel_schedule` computes, written the slow and obvious way
+    (O(steps * B) Python operations); the fast, vectorised schedule must equal it step for step
+    (the tests compare them), followed only by inactive padding to a multiple of K.
+
+    Before the first step, slot b takes the b-th usable session of ``order`` (sessions with
+    fewer than 2 events are skipped). At every step each busy slot feeds its session's current
+    event and targets the next one (``reset`` on the session's first step); then, lowest slot
+    first, every slot that has just fed its session's second-to-last event takes the next unused
+    session, or goes idle when none is left. The loop ends when every slot is idle.
+
+    Parameters
+    ----------
+    data : SessionData
+    order : array-like of int
+        Session numbers in feeding order.
+    batch_size : int
+        B, the number of slots.
+
+    Returns
+    -------
+    Chunk
+        One chunk holding every step: arrays (n_steps, B), no padding.
+    """
+    _check_positive("batch_size", batch_size)
+    lengths = np.diff(data.offsets)
+    queue = [int(s) for s in order if lengths[s] >= 2]
+    slot_session = [queue[b] if b < len(queue) else -1 for b in range(batch_size)]
+    slot_position, taken, steps = [0] * batch_size, min(batch_size, len(queue)), []
+    while any(s >= 0 for s in slot_session):
+        steps.append([_slot_step(data, s, p) for s, p in zip(slot_session, slot_position)])
+        for b, session in enumerate(slot_session):
+            if session < 0:
+                continue
+            slot_position[b] += 1
+            if slot_position[b] == lengths[session] - 1:  # its last target was just fed
+                slot_session[b], slot_position[b] = (queue[taken] if taken < len(queue) else -1), 0
+                taken += 1
+    chunk = _inactive_chunk((len(steps), batch_size))
+    for k, row in enumerate(steps):
+        for b, values in enumerate(row):
+            if values is not None:
+                for name, value in zip(Chunk._fields, values):
+                    getattr(chunk, name)[k, b] = value
+    return chunk
+
+
+def _slot_step(data, session, position):
+    """(input, target, reset, active, session, position) of one busy slot's step; None when idle."""
+    if session < 0:
+        return None
+    event = data.offsets[session] + position
+    reset = position == 0 or (data.breaks is not None and bool(data.breaks[event]))
+    return data.item_idx[event], data.item_idx[event + 1], reset, True, session, position
+
+
 def _chunks(data, plan, batch_size, steps_per_chunk):
     carry = np.empty(0, dtype=np.int64)  # plan rows still running at the chunk start
     for first in range(0, plan.total, steps_per_chunk):
