@@ -20,9 +20,8 @@ import pandas as pd
 import pytensor.tensor as pt
 from typing import NamedTuple
 
-from tqdm.auto import tqdm
 
-from gru4rec_lib import sequences, sessiondata
+from gru4rec_lib import progress, sequences, sessiondata
 
 logger = logging.getLogger(__name__)
 MODES = ("standard", "conservative", "median")
@@ -63,6 +62,8 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         Parallel session slots; any number of test sessions works, fewer than this included.
     steps_per_call : int, default 32
         Steps per compiled call (a speed knob).
+    show_progress : bool, default False
+        A progress bar of mini-batches, when stderr is a terminal.
     return_ranks : bool, default False
         Also return the rank of every evaluation point, in schedule order, with its session id
         and position.
@@ -126,13 +127,17 @@ def _run(model, test, ranking, cand_idx, batch_size, steps, return_ranks, show_p
     model.reset_state()  # every evaluation starts from zero states (and resets per session anyway)
     order = np.arange(test.n_sessions)
     chunks = sessiondata.session_parallel_schedule(test, order, batch_size, steps)
-    total = sessiondata.n_chunks(test, order, batch_size, steps)
     pending, ranks = [], []  # device results are read once at the end: no sync per call
-    for chunk in tqdm(chunks, total=total, disable=not show_progress, desc="evaluate", unit="chunk"):
-        chunk_sums, chunk_ranks = model.score_steps(chunk, ranking, cand_idx, keep_values=return_ranks, start=start)
-        pending.append(chunk_sums)
-        if return_ranks:
-            ranks.append((chunk, chunk_ranks))
+    with progress.bar(sessiondata.n_steps(test, order, batch_size), "evaluate", show_progress) as bar:
+        for chunk in chunks:
+            chunk_sums, chunk_ranks = model.score_steps(chunk, ranking, cand_idx, keep_values=return_ranks,
+                                                        start=start)
+            pending.append(chunk_sums)
+            if return_ranks:
+                ranks.append((chunk, chunk_ranks))
+            bar.update(int(chunk.active.any(axis=1).sum()))
+            if len(pending) == 1:  # the first call compiles: keep it out of the estimate
+                progress.restart_clock(bar)
     return np.sum([np.asarray(p, dtype=float) for p in pending], axis=0), ranks
 
 

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 import pytensor
 import pytensor.tensor as pt
-from tqdm.auto import tqdm
 
-from gru4rec_lib import sessiondata
+from gru4rec_lib import progress, sessiondata
 from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.sampling import SampleStore
 from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
@@ -339,7 +338,8 @@ class GRU4Rec(SequenceMixin, SessionModel):
     device : {None, 'cpu', 'gpu', 'cuda'}, default None
         Compute device; None uses JAX's default (a GPU when JAX sees one).
     show_progress : bool, default True
-        Show a tqdm progress bar per epoch.
+        Show a progress bar of mini-batches per epoch when stderr is a terminal (elsewhere the
+        INFO log line per epoch reports progress).
     session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
         Column names of the event data (session_key may be None with user_key).
     bptt : int, default 1
@@ -801,10 +801,9 @@ class GRU4Rec(SequenceMixin, SessionModel):
         """One pass over the sessions; logs loss, seconds, mini-batches/s and events/s."""
         K, B = cfg.steps_per_call, cfg.batch_size
         order = train.session_order(cfg.time_sort, order_rng if cfg.train_random_order else None)
-        total = sessiondata.n_chunks(train, order, B, K)
+        total = sessiondata.n_steps(train, order, B)
         started, loss_sum, n_steps, pending = time.perf_counter(), 0.0, 0, None
-        with tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.n_epochs}", disable=not cfg.show_progress,
-                  unit="call", leave=False) as bar:
+        with progress.bar(total, f"epoch {epoch + 1}/{cfg.n_epochs}", cfg.show_progress) as bar:
             for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
                 step_active = chunk.active.any(axis=1)
                 rows, _ = store.rows_for(step_active)
@@ -813,7 +812,9 @@ class GRU4Rec(SequenceMixin, SessionModel):
                     loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
                     bar.set_postfix(loss=f"{loss_sum / max(n_steps, 1):.4f}", refresh=False)
                 pending = (losses, step_active, index)
-                bar.update(1)
+                bar.update(int(step_active.sum()))
+                if index == 0:  # the first call may still compile: keep it out of the estimate
+                    progress.restart_clock(bar)
             loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
         seconds = time.perf_counter() - started
         stats = {"epoch": epoch + 1, "loss": loss_sum / n_steps, "seconds": seconds,

@@ -403,6 +403,11 @@ def n_chunks(data, order, batch_size, steps_per_chunk):
     return -(-_plan(data, order, batch_size).total // steps_per_chunk)
 
 
+def n_steps(data, order, batch_size):
+    """Return how many steps (mini-batches) the schedule has before its padding; O(n_sessions)."""
+    return _plan(data, order, batch_size).total
+
+
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
