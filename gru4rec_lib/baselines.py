@@ -200,6 +200,11 @@ class _Baseline(SessionModel):
     is `gru4rec_lib.interface.SessionModel`; ``score_steps`` runs ``score_step`` on the host.
     """
 
+    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time"):
+        self.session_key = session_key
+        self.item_key = item_key
+        self.time_key = time_key
+
     def get_params(self):
         """Return the constructor parameters as a dict."""
         names = inspect.signature(type(self).__init__).parameters
@@ -338,11 +343,6 @@ class Pop(_Baseline):
         Column names of the events.
     """
 
-    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time"):
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
-
     def _fit_sessions(self, sessions, support):
         self._base = support.astype(np.float32)  # (n_items,)
 
@@ -361,13 +361,8 @@ class SessionPop(_Baseline):
     Parameters
     ----------
     session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
-        Column names of the events.
+        The session, item and time columns of the events (as for every model here).
     """
-
-    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time"):
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
 
     def _fit_sessions(self, sessions, support):
         self._base = self._levels.astype(np.float32)  # count 0: popularity alone
@@ -401,12 +396,8 @@ class ItemKNN(_Baseline):
 
     def __init__(self, lmbd=20.0, alpha=0.5, pop_tiebreak=True, session_key="SessionId",
                  item_key="ItemId", time_key="Time"):
-        self.lmbd = lmbd
-        self.alpha = alpha
-        self.pop_tiebreak = pop_tiebreak
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
+        super().__init__(session_key, item_key, time_key)
+        self.lmbd, self.alpha, self.pop_tiebreak = lmbd, alpha, pop_tiebreak
 
     def _check_params(self):
         _check_real("lmbd", self.lmbd, 0.0)
@@ -446,10 +437,8 @@ class MarkovChain(_Baseline):
 
     def __init__(self, pop_tiebreak=True, session_key="SessionId", item_key="ItemId",
                  time_key="Time"):
+        super().__init__(session_key, item_key, time_key)
         self.pop_tiebreak = pop_tiebreak
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
 
     def _check_params(self):
         _check_bool("pop_tiebreak", self.pop_tiebreak)
@@ -500,13 +489,8 @@ class SKNN(_Baseline):
 
     def __init__(self, k=100, sample_size=500, similarity="cosine", pop_tiebreak=True,
                  session_key="SessionId", item_key="ItemId", time_key="Time"):
-        self.k = k
-        self.sample_size = sample_size
-        self.similarity = similarity
-        self.pop_tiebreak = pop_tiebreak
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
+        super().__init__(session_key, item_key, time_key)
+        self.k, self.sample_size, self.similarity, self.pop_tiebreak = k, sample_size, similarity, pop_tiebreak
 
     def _check_params(self):
         _check_int("k", self.k, 1)
