@@ -367,6 +367,13 @@ class GRU4Rec(SequenceMixin, SessionModel):
     epoch_losses_ : list of float
         Mean training loss of each epoch of the last `fit`.
 
+    Notes
+    -----
+    The model interface shared with the baselines (`gru4rec_lib.interface.SessionModel`), which
+    evaluation uses: `fit`, `reset_state`, `score_step`, `score_steps` (on the device) and
+    ``item_ids_``. The sequence-aware extension (``bptt``, ``user_key``) is in
+    `gru4rec_lib.sequences`.
+
     Examples
     --------
     >>> from gru4rec_lib import synthetic
