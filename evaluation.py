@@ -1,4 +1,4 @@
-"""Next-item evaluation: Recall@N and MRR@N (SPEC §7), session-parallel, on the compute device.
+"""Next-item evaluation: Recall@N and MRR@N, session-parallel, on the compute device.
 
 Each test session starts from a zero hidden state; a session of length L gives L-1 points (input
 item t, target t+1); test events whose item the model does not know are dropped first. A model
@@ -28,7 +28,7 @@ MODES = ("standard", "conservative", "median")
 
 
 def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
-    """Rank of each row's target among the scored items (SPEC §7), for numpy (xp=np) or PyTensor (xp=pt).
+    """Rank of each row's target among the scored items (docs/conformance.md, evaluation), for numpy (xp=np) or PyTensor (xp=pt).
 
     standard: 1 + #{s_j > s_t}; conservative: 1 + #{s_j >= s_t, j != t};
     median: 1 + #{s_j > s_t} + #{s_j = s_t, j != t} / 2.

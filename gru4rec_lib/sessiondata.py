@@ -1,7 +1,6 @@
 """Host-side data: validated events, the item map, sorted sessions, the session-parallel schedule.
 
-Only numpy and pandas are used here, so everything is tested without a compute backend
-(DESIGN.md, "Data path"). The loop-facing output is plain numpy arrays.
+Only numpy and pandas are used here, so everything is tested without a compute backend. The loop-facing output is plain numpy arrays.
 """
 import heapq
 import logging
@@ -120,7 +119,7 @@ def _check_missing(values, column):
 
 def _numeric_time(values, column):
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.as_unit("ns").astype("int64")  # SPEC §1: datetimes become int64 ns
+        return values.dt.as_unit("ns").astype("int64")  # conformance: datetimes become int64 ns
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         raise ValueError(f"column {column!r} has dtype {values.dtype}; time must be numeric or "
                          "datetime64; convert it with pd.to_numeric or pd.to_datetime")
@@ -342,7 +341,7 @@ class SessionData:
         return np.bincount(self.item_idx, minlength=n_items).astype(np.int64)
 
     def session_order(self, time_sort=True, rng=None):
-        """Return the int64 order in which sessions are fed (SPEC §3.1).
+        """Return the int64 order in which sessions are fed (conformance: session order).
 
         ``rng`` given: a random permutation (``train_random_order``); else ``time_sort``: by
         start time, ties in session-id order; else session-id order.
@@ -376,7 +375,7 @@ class _Plan(NamedTuple):
 
 
 def _plan(data, order, batch_size):
-    """Give every usable session its slot and first step (SPEC §3.2) with one heap pass."""
+    """Give every usable session its slot and first step (conformance: schedule) with one heap pass."""
     order = np.asarray(order)
     if order.ndim != 1 or (order.size and order.dtype.kind not in "iu"):
         raise ValueError(f"order must be a 1-d integer array of session numbers, "
@@ -414,7 +413,7 @@ def _check_positive(name, value):
 
 
 def session_parallel_schedule(data, order, batch_size, steps_per_chunk):
-    """Yield the session-parallel mini-batch schedule (SPEC §3) in fixed-shape chunks.
+    """Yield the session-parallel mini-batch schedule (conformance: schedule) in fixed-shape chunks.
 
     B = ``batch_size`` slots each hold one session; sessions enter in ``order``, those with
     fewer than 2 events are skipped. Each step a busy slot feeds its current item and targets
