@@ -34,6 +34,7 @@ PRESETS = {  # name -> model parameters, or the bundled parameter file they come
     "bprmax": dict(params=dict(SHARED, loss="bpr-max", final_act="elu-0.5", layers=(224,), batch_size=80)),
     "xe_small": dict(params=dict(SHARED, loss="cross-entropy", final_act="softmax", logq=1.0, layers=(100,),
                                  batch_size=32)),
+    "bprmax_small": dict(params=dict(SHARED, loss="bpr-max", final_act="elu-0.5", layers=(100,), batch_size=32)),
     "xe_large_batch": dict(params=dict(SHARED, loss="cross-entropy", final_act="softmax", logq=1.0, layers=(224,),
                                        batch_size=512)),
     "rsc15_xe": dict(paramfile="rsc15_xe_authors"),  # the published configurations' shapes
