@@ -29,19 +29,18 @@ sys.path.insert(0, str(ROOT))  # benchmark the working tree
 
 SHARED = dict(n_sample=2048, constrained_embedding=True, sample_alpha=0.75, learning_rate=0.05,
               show_progress=False, seed=42)
+XE = dict(SHARED, loss="cross-entropy", final_act="softmax", logq=1.0)
+BPRMAX = dict(SHARED, loss="bpr-max", final_act="elu-0.5")
 PRESETS = {  # name -> model parameters, or the bundled parameter file they come from; items; events per epoch
-    "xe": dict(params=dict(SHARED, loss="cross-entropy", final_act="softmax", logq=1.0, layers=(224,), batch_size=80)),
-    "bprmax": dict(params=dict(SHARED, loss="bpr-max", final_act="elu-0.5", layers=(224,), batch_size=80)),
-    "xe_small": dict(params=dict(SHARED, loss="cross-entropy", final_act="softmax", logq=1.0, layers=(100,),
-                                 batch_size=32)),
-    "bprmax_small": dict(params=dict(SHARED, loss="bpr-max", final_act="elu-0.5", layers=(100,), batch_size=32)),
-    "xe_large_batch": dict(params=dict(SHARED, loss="cross-entropy", final_act="softmax", logq=1.0, layers=(224,),
-                                       batch_size=512)),
+    "xe": dict(params=dict(XE, layers=(224,), batch_size=80)),
+    "bprmax": dict(params=dict(BPRMAX, layers=(224,), batch_size=80)),
+    "xe_small": dict(params=dict(XE, layers=(100,), batch_size=32)),
+    "bprmax_small": dict(params=dict(BPRMAX, layers=(100,), batch_size=32)),
+    "xe_large_batch": dict(params=dict(XE, layers=(224,), batch_size=512)),
     "rsc15_xe": dict(paramfile="rsc15_xe_authors"),  # the published configurations' shapes
     "retailrocket_bprmax": dict(paramfile="retailrocket_bprmax"),
     "diginetica_bprmax": dict(paramfile="diginetica_bprmax"),
-    "smoke": dict(params=dict(SHARED, loss="cross-entropy", final_act="softmax", layers=(16,), batch_size=8,
-                              n_sample=16), items=500, events=(2_000, 2_000)),
+    "smoke": dict(params=dict(XE, layers=(16,), batch_size=8, n_sample=16), items=500, events=(2_000, 2_000)),
 }
 ITEMS, EVENTS = 40_000, (30_000, 400_000)  # defaults: items; training events per epoch on a CPU, on a GPU
 QUICK = dict(preset="xe,bprmax", steps="1,64")
