@@ -54,7 +54,7 @@ The reference implementations' files and names are accepted as they are:
 - ``adapt_params`` as a list of numbers (the Theano version: ``0.9`` or ``[0.9, 0.999]``) is named
   by the optimiser: rmsprop/adadelta ``[decay]``, adam ``[beta1, beta2]``; ``[]`` is None;
 - ``sample_cache_max_size`` (the PyTorch port's name) is ``sample_store``;
-- device names ``cuda``, ``cuda:0``, ``cuda0``, ``gpu0`` mean ``gpu``.
+- device names ``cuda:0``, ``cuda0``, ``gpu0`` mean ``gpu`` (the first GPU).
 
 Names of theirs with no counterpart here (``compatibility_mode``, ``store_type``) raise an error
 that says why.
@@ -125,7 +125,7 @@ def _embedding(text):
 
 
 def device_name(text):
-    """'cpu' / 'gpu', also from the reference's spellings 'cuda', 'cuda:0', 'cuda0', 'gpu0'.
+    """'gpu' for the reference's spellings of the first GPU: 'cuda:0', 'cuda0', 'gpu0', 'gpu:0'.
 
     Other names pass through unchanged (the model's device check names what it accepts); a GPU
     other than the first raises ValueError: select it with CUDA_VISIBLE_DEVICES instead.
@@ -137,7 +137,7 @@ def device_name(text):
                 raise ValueError(f'device {text!r}: only the first GPU is addressed by name; choose another '
                                  f'one with CUDA_VISIBLE_DEVICES={lowered[len(prefix):]} and device gpu')
             return 'gpu'
-    return 'gpu' if lowered == 'cuda' else text
+    return text
 
 
 # (reader, description of what it expects) by parameter name, then by the default's type.

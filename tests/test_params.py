@@ -72,6 +72,9 @@ def test_several_type_parameters():
     assert parse('adapt=rmsprop') == {'adapt': 'rmsprop'}
     assert parse('device=cuda') == {'device': 'cuda'}
     assert parse('device=NONE') == {'device': None}
+    assert parse('device=cuda:0') == parse('device=cuda0') == parse('device=GPU0') == {'device': 'gpu'}
+    with pytest.raises(ValueError, match='CUDA_VISIBLE_DEVICES=1'):
+        parse('device=cuda:1')
     assert parse('adapt_params=decay:0.9/epsilon:1e-6') == {
         'adapt_params': {'decay': 0.9, 'epsilon': 1e-6}}
     assert parse('adapt_params=beta1:0.9') == {'adapt_params': {'beta1': 0.9}}
