@@ -120,6 +120,10 @@ def _or_none(reader):
     return lambda text: None if _is_none(text) else reader(text)
 
 
+class ExplainedValueError(ValueError):
+    """A reader's error whose own message says more than 'cannot read ... as ...'."""
+
+
 def _embedding(text):
     return 'layersize' if text.lower() == 'layersize' else int(text)
 
@@ -134,7 +138,7 @@ def device_name(text):
     for prefix in ('cuda:', 'cuda', 'gpu:', 'gpu'):
         if lowered.startswith(prefix) and lowered[len(prefix):].isdigit():
             if int(lowered[len(prefix):]) != 0:
-                raise ValueError(f'device {text!r}: only the first GPU is addressed by name; choose another '
+                raise ExplainedValueError(f'device {text!r}: only the first GPU is addressed by name; choose another '
                                  f'one with CUDA_VISIBLE_DEVICES={lowered[len(prefix):]} and device gpu')
             return 'gpu'
     return text
@@ -174,6 +178,8 @@ def parse_value(name, text, default):
                          f'{type(default).__name__} (default {default!r})')
     try:
         return reader(text)
+    except ExplainedValueError as err:
+        raise ValueError(f'parameter {name!r}: {err}') from None
     except ValueError:
         raise ValueError(f'parameter {name!r}: cannot read {text!r} as {expected}') from None
 
