@@ -66,7 +66,7 @@ import math
 from pathlib import Path
 
 __all__ = ['parse_param_string', 'read_param_file', 'format_param_file', 'bundled_file', 'bundled_names',
-           'device_name']
+           'device_name', 'literal_text', 'read_elu_param']
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def _elu_final_act(value, params, defaults):
     return f'elu-{value:g}' if value > 0 else 'linear'
 
 
-def _read_elu_param(text):
+def read_elu_param(text):
     try:
         value = _to_float(text)
     except ValueError:
@@ -261,7 +261,7 @@ def _translate(raw, defaults):
         where, text = raw['elu_param']
         del params['elu_param']
         try:
-            final_act = _elu_final_act(_read_elu_param(text), params, defaults)
+            final_act = _elu_final_act(read_elu_param(text), params, defaults)
         except ValueError as err:
             raise ValueError(f'{where}: {err}') from None
         if final_act is not None:
@@ -387,7 +387,7 @@ def _literal(node, where, what):
                          f'False, None or a list of them), got {ast.unparse(node)!r}') from None
 
 
-def _literal_text(name, value):
+def literal_text(name, value):
     """A literal from a Python parameter file as the text the readers above take."""
     if value is None or isinstance(value, (bool, int, str)):
         return str(value)
@@ -397,7 +397,7 @@ def _literal_text(name, value):
         if not value:
             return 'None' if name == 'adapt_params' else ''
         if all(isinstance(part, (int, float)) and not isinstance(part, bool) for part in value):
-            return '/'.join(_literal_text(name, part) for part in value)
+            return '/'.join(literal_text(name, part) for part in value)
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         return '/'.join(f'{key}:{part!r}' for key, part in value.items()) if value else '{}'
     raise ValueError(f'parameter {name!r}: cannot read {value!r} (a {type(value).__name__})')
@@ -425,7 +425,7 @@ def _python_items(text, path):
             raise ValueError(f'{location}: parameter names must be strings, got {name!r}')
         value = _literal(value_node, where, f'the value of {name!r}')
         try:
-            items.append((location, f'{name}={_literal_text(name, value)}'))
+            items.append((location, f'{name}={literal_text(name, value)}'))
         except ValueError as err:
             raise ValueError(f'{location}: {err}') from None
     return items

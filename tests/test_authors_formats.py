@@ -188,7 +188,7 @@ def test_json_space_log_scale_and_elu_param(tmp_path):
 
 @pytest.mark.parametrize('line, message', [
     ('{"name":"momentum", "dtype":"uniform", "values":[0, 1]}', "unknown type 'uniform'"),
-    ('{"name":"momentum", "dtype":"float", "values":[0, 0.5, 1]}', "'values' must be [low, high]"),
+    ('{"name":"momentum", "dtype":"float", "values":[0, 0.5, 1]}', r"'values' must be \[low, high\]"),
     ('{"name":"momentum", "dtype":"float"}', "missing 'values'"),
     ('{"name":"momentum", "dtype":"float", "values":[0, 1], "scale":"log"}', "unknown key 'scale'"),
     ('{"name":"momentm", "dtype":"float", "values":[0, 1]}', "unknown parameter 'momentm'"),
