@@ -234,7 +234,7 @@ def apply_update(param, update, velocity, momentum):
 
 # ---------------------------------------------------------------- the model
 PARAM_DEFAULTS = dict(
-    loss="bpr-max", final_act="linear", hidden_act="tanh", layers=(100,), n_epochs=10, batch_size=32,
+    loss="bpr-max", final_act=None, hidden_act="tanh", layers=(100,), n_epochs=10, batch_size=32,
     dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0, lmbd=0.0, embedding=0,
     constrained_embedding=False, n_sample=2048, sample_alpha=0.75, smoothing=0.0, bpreg=1.0, logq=0.0,
     sample_store=10_000_000, init_as_normal=False, sigma=0.0, adapt="adagrad", adapt_params=None,
@@ -273,9 +273,11 @@ class GRU4Rec:
         'cross-entropy' (needs final_act='softmax'), 'xe_logit' (needs final_act='softmax_logit'),
         'bpr-max', 'top1-max', 'bpr', 'top1'. Use cross-entropy or bpr-max (with final_act elu-0.5,
         elu-1 or linear); bpr and top1 suffer from vanishing gradients.
-    final_act : str, default 'linear'
+    final_act : str or None, default None
         Activation of the scores: 'linear', 'relu', 'tanh', 'leaky-X', 'elu-X', 'selu-X-Y',
-        'softmax' (with cross-entropy), 'softmax_logit' (with xe_logit).
+        'softmax' (with cross-entropy), 'softmax_logit' (with xe_logit). None: the loss's own,
+        softmax with cross-entropy, softmax_logit with xe_logit, linear with the others (as the
+        PyTorch port, which derives it from the loss); get_params keeps None.
     hidden_act : str, default 'tanh'
         Activation of the GRU candidate state (the gates are always sigmoid).
     layers : tuple of int, default (100,)
@@ -373,7 +375,7 @@ class GRU4Rec:
     50
     """
 
-    def __init__(self, loss="bpr-max", final_act="linear", hidden_act="tanh", layers=(100,), n_epochs=10,
+    def __init__(self, loss="bpr-max", final_act=None, hidden_act="tanh", layers=(100,), n_epochs=10,
                  batch_size=32, dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0,
                  lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
@@ -403,6 +405,8 @@ class GRU4Rec:
         p = self.get_params()
         _check(p["loss"] in LOSSES, "loss", p["loss"], f"one of {list(LOSSES)}")
         required = LOSSES[p["loss"]]
+        if p["final_act"] is None:  # the loss's own activation
+            p["final_act"] = required or "linear"
         if required is not None or p["final_act"] in ("softmax", "softmax_logit"):
             _check(p["final_act"] == required, "final_act", p["final_act"],
                    f"{required!r} with loss={p['loss']!r}" if required else
