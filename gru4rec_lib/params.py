@@ -196,21 +196,11 @@ NO_EQUIVALENT = {
 }
 ADAPT_LIST_NAMES = {'rmsprop': ('decay',), 'adadelta': ('decay',), 'adam': ('beta1', 'beta2'),
                     'adagrad': (), None: ()}  # the Theano version's positional adapt_params
-AUTHORS_ONLY = ('elu_param',)  # read here, turned into our parameters by _translate
-
-
-def _elu_final_act(value, params, defaults):
-    """The PyTorch port's elu_param as our final_act; None where the port ignores it."""
-    if 'final_act' in params:
-        raise ValueError('give either final_act or elu_param (the PyTorch port\'s name for elu-X), not both')
-    loss = params.get('loss', defaults.get('loss'))
-    if loss in ('cross-entropy', 'xe_logit'):
-        logger.info('elu_param=%r ignored with loss=%r (the PyTorch port applies it to bpr-max only)', value, loss)
-        return None
-    return f'elu-{value:g}' if value > 0 else 'linear'
+AUTHORS_ONLY = ('elu_param',)  # the PyTorch port's names read here, turned into ours by _translate
 
 
 def read_elu_param(text):
+    """The PyTorch port's elu_param as a number >= 0 (0: no ELU, i.e. linear scores)."""
     try:
         value = _to_float(text)
     except ValueError:
@@ -218,6 +208,18 @@ def read_elu_param(text):
     if value < 0:
         raise ValueError(f"parameter 'elu_param': expected a number >= 0 (0: linear), got {text!r}")
     return value
+
+
+def _elu_final_act(text, params, defaults):
+    """The PyTorch port's elu_param as our final_act; None where the port ignores it."""
+    value = read_elu_param(text)
+    if 'final_act' in params:
+        raise ValueError('give either final_act or elu_param (the PyTorch port\'s name for elu-X), not both')
+    loss = params.get('loss', defaults.get('loss'))
+    if loss in ('cross-entropy', 'xe_logit'):
+        logger.info('elu_param=%s ignored with loss=%r (the PyTorch port applies it to bpr-max only)', text, loss)
+        return None
+    return f'elu-{value:g}' if value > 0 else 'linear'
 
 
 def _adapt_params_list(text, params, defaults):
@@ -236,36 +238,40 @@ def _adapt_params_list(text, params, defaults):
 
 
 def _is_number_list(text):
-    return bool(text) and ':' not in text and text not in ('{}',) and not _is_none(text)
+    """'0.9' or '0.9/0.999' (the Theano version's adapt_params), not 'decay:0.9', '{}' or 'None'."""
+    return bool(text) and ':' not in text and text != '{}' and not _is_none(text)
+
+
+def _located(where, function, *args):
+    """``function(*args)``, its ValueError prefixed with the item's location."""
+    try:
+        return function(*args)
+    except ValueError as err:
+        raise ValueError(f'{where}: {err}') from None
 
 
 def _translate(raw, defaults):
-    """raw: name -> (where, text) with the reference's names -> our typed parameters, in order."""
-    params = {}
+    """raw: name -> (where, text), the reference's names included -> our typed parameters, in order.
+
+    elu_param and a positional adapt_params depend on other items (loss, adapt), which may come
+    later: they are resolved after the others, in the place they were given.
+    """
+    params, deferred = {}, []
     for name, (where, text) in raw.items():
-        if name in AUTHORS_ONLY or (name == 'adapt_params' and _is_number_list(text)):
-            params[name] = None  # placeholder: keeps the order, resolved below
+        if name == 'elu_param' or (name == 'adapt_params' and _is_number_list(text)):
+            params[name] = None  # a placeholder that keeps the order
+            deferred.append(name)
+        else:
+            params[name] = _located(where, parse_value, name, text, defaults[name])
+    for name in deferred:
+        where, text = raw[name]
+        others = {key: value for key, value in params.items() if key != name}
+        if name == 'adapt_params':
+            params[name] = _located(where, _adapt_params_list, text, others, defaults)
             continue
-        try:
-            params[name] = parse_value(name, text, defaults[name])
-        except ValueError as err:
-            raise ValueError(f'{where}: {err}') from None
-    if 'adapt_params' in params and params['adapt_params'] is None and 'adapt_params' in raw:
-        where, text = raw['adapt_params']
-        if _is_number_list(text):
-            try:
-                params['adapt_params'] = _adapt_params_list(text, params, defaults)
-            except ValueError as err:
-                raise ValueError(f'{where}: {err}') from None
-    if 'elu_param' in params:
-        where, text = raw['elu_param']
-        del params['elu_param']
-        try:
-            final_act = _elu_final_act(read_elu_param(text), params, defaults)
-        except ValueError as err:
-            raise ValueError(f'{where}: {err}') from None
-        if final_act is not None:
-            params['final_act'] = final_act
+        final_act = _located(where, _elu_final_act, text, others, defaults)
+        params = {('final_act' if key == name else key): (final_act if key == name else value)
+                  for key, value in params.items() if key != name or final_act is not None}
     return params
 
 

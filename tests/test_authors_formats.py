@@ -85,7 +85,8 @@ def test_theano_param_file_reads_as_typed_data(tmp_path):
 
 
 def test_pytorch_elu_param_becomes_final_act(tmp_path):
-    assert read_param_file(write(tmp_path, 'torch.py', TORCH_FILE), DEFAULTS) == THEANO_PARSED
+    got = read_param_file(write(tmp_path, 'torch.py', TORCH_FILE), DEFAULTS)
+    assert got == THEANO_PARSED and list(got) == list(THEANO_PARSED)  # final_act where elu_param stood
     for value, final_act in (('1', 'elu-1'), ('1.0', 'elu-1'), ('0.25', 'elu-0.25'), ('0', 'linear')):
         assert parse_param_string(f'loss=bpr-max,elu_param={value}', DEFAULTS)['final_act'] == final_act
     # the loss may come after elu_param, and the model's default loss (bpr-max) counts too
