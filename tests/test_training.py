@@ -54,6 +54,19 @@ STEP_CONFIGS = {
     "none_smoothing_gradcap": dict(
         loss="xe_logit", final_act="softmax_logit", layers=(5,), embedding=0, smoothing=0.2, grad_cap=0.08,
         momentum=0.3, learning_rate=0.2, n_sample=0, steps_per_call=3),
+    # one step per optimiser, each with lmbd (decoupled from the scaling), most with momentum
+    "top1_adagrad_l2_gradcap_momentum_shared": dict(
+        loss="top1", final_act="tanh", layers=(4,), constrained_embedding=True, lmbd=0.02, grad_cap=0.01,
+        momentum=0.4, learning_rate=0.1, n_sample=5, steps_per_call=1),
+    "bpr_adadelta_l2_separate": dict(
+        loss="bpr", final_act="linear", layers=(4,), embedding=3, adapt="adadelta", lmbd=0.01,
+        learning_rate=0.05, n_sample=4, steps_per_call=2),
+    "top1max_adam_l2_momentum_none": dict(
+        loss="top1-max", final_act="linear", layers=(3,), embedding=0, adapt="adam", lmbd=0.01, momentum=0.2,
+        adapt_params={"beta1": 0.8, "beta2": 0.9}, learning_rate=0.05, n_sample=3, steps_per_call=1),
+    "bprmax_sgd_l2_gradcap_momentum_shared": dict(
+        loss="bpr-max", final_act="linear", layers=(4,), constrained_embedding=True, adapt=None, lmbd=0.03,
+        grad_cap=0.02, momentum=0.5, learning_rate=0.3, n_sample=4, steps_per_call=2),
 }
 
 
@@ -79,7 +92,7 @@ def _reference_steps(params, model, init):
     ref_cfg = dict(mode=cfg.mode, n_layers=len(cfg.layers), loss=cfg.loss, final_act=cfg.final_act,
                    logq=cfg.logq, sample_alpha=cfg.sample_alpha, smoothing=cfg.smoothing, bpreg=cfg.bpreg,
                    lmbd=cfg.lmbd, grad_cap=cfg.grad_cap, learning_rate=cfg.learning_rate,
-                   momentum=cfg.momentum, adapt=cfg.adapt)
+                   momentum=cfg.momentum, adapt=cfg.adapt, adapt_params=cfg.adapt_params)
     store = np.asarray(model._store_var.get_value(borrow=True))
     hidden = [np.zeros((3, h)) for h in cfg.layers]
     touched = set()
