@@ -325,7 +325,8 @@ class GRU4Rec:
         Item id of each item index (the columns of score matrices).
     n_items_ : int
     epoch_losses_ : list of float
-        Mean training loss of each epoch of the last `fit`.
+        Training loss of each epoch of the last `fit`: the mini-batch losses (sum over the active
+        rows / batch_size) averaged with their numbers of active rows as weights.
 
     Examples
     --------
@@ -588,8 +589,9 @@ class GRU4Rec:
         dense = [n for n in self._param_names if n not in idx]
         grads = pt.grad(loss, [state[n] for n in dense] + [rows[n] for n in idx])
         row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n]) for n, g in zip(idx, grads[len(dense):])}
+        # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
         new = apply_gradients(Optimizer.from_config(cfg), cfg.grad_cap, state, dict(zip(dense, grads)), row_grads,
-                              loss, active)
+                              loss, active, min_active=1 if cfg.n_sample else 2)
         new.update(carried)
         new["rng"] = rng
         return [new[n] for n in names] + [loss]
@@ -744,7 +746,7 @@ class GRU4Rec:
         K, B = cfg.steps_per_call, cfg.batch_size
         order = train.session_order(cfg.time_sort, order_rng if cfg.train_random_order else None)
         total = sessiondata.n_chunks(train, order, B, K)
-        started, loss_sum, n_steps, pending = time.perf_counter(), 0.0, 0, None
+        started, loss_sum, n_rows, n_steps, pending = time.perf_counter(), 0.0, 0, 0, None
         with tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.n_epochs}", disable=not cfg.show_progress,
                   unit="call", leave=False) as bar:
             for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
@@ -752,13 +754,14 @@ class GRU4Rec:
                 rows, _ = store.rows_for(step_active)
                 losses = train_fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, rows)
                 if pending is not None:  # read the previous call's losses now: the device keeps working
-                    loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
-                    bar.set_postfix(loss=f"{loss_sum / max(n_steps, 1):.4f}", refresh=False)
-                pending = (losses, step_active, index)
+                    loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)
+                    bar.set_postfix(loss=f"{loss_sum / max(n_rows, 1):.4f}", refresh=False)
+                step_rows = chunk.active.sum(axis=1)
+                pending = (losses, np.where(step_rows >= (1 if cfg.n_sample else 2), step_rows, 0), index)
                 bar.update(1)
-            loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
+            loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)
         seconds = time.perf_counter() - started
-        stats = {"epoch": epoch + 1, "loss": loss_sum / n_steps, "seconds": seconds,
+        stats = {"epoch": epoch + 1, "loss": loss_sum / n_rows, "seconds": seconds,
                  "batches_per_s": n_steps / seconds, "events_per_s": train.n_steps / seconds}
         self.epoch_losses_.append(stats["loss"])
         self.epoch_stats_.append(stats)
@@ -766,9 +769,11 @@ class GRU4Rec:
                     seconds, stats["batches_per_s"], stats["events_per_s"])
 
     @staticmethod
-    def _tally(pending, loss_sum, n_steps, epoch, K):
-        """Add one call's losses (a device sync); raise ModelFitError on a non-finite loss."""
-        losses, step_active, index = pending
+    def _tally(pending, loss_sum, n_rows, n_steps, epoch, K):
+        """Add one call's losses (a device sync), each step weighted by its active rows, as the
+        authors' epoch loss is (# conformance: epoch loss); raise ModelFitError on a non-finite loss."""
+        losses, step_rows, index = pending
+        step_active = step_rows > 0
         values = np.asarray(losses)[step_active]
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
@@ -776,7 +781,8 @@ class GRU4Rec:
             raise ModelFitError(f"non-finite loss ({values[bad[0]]}) in epoch {epoch + 1}, mini-batch {step}; "
                                 "the model keeps the weights of the last finite step. Try a lower learning_rate "
                                 "or grad_cap > 0.")
-        return loss_sum + float(values.sum()), n_steps + len(values)
+        rows = step_rows[step_active]
+        return loss_sum + float(values @ rows), n_rows + int(rows.sum()), n_steps + len(values)
 
     # -- prediction ---------------------------------------------------------------------------
     def _check_fitted(self):

@@ -190,11 +190,11 @@ def coalesce(idx, grad, touched):
     n_occ = idx.type.shape[0]
     flat = grad.reshape((n_occ, -1)) if grad.ndim > 1 else grad[:, None]
     width = flat.type.shape[1]
-    ext = pt.concatenate([flat, touched[:, None].astype(FLOATX)], axis=1)
+    ext = pt.concatenate([flat, touched[:, None].astype(grad.dtype)], axis=1)
     first = pt.searchsorted(pt.sort(idx), idx).astype("int32")  # one segment per distinct value
-    summed = pt.inc_subtensor(pt.zeros((n_occ, width + 1), dtype=FLOATX)[first], ext)[first]
+    summed = pt.inc_subtensor(pt.zeros((n_occ, width + 1), dtype=grad.dtype)[first], ext)[first]
     share = touched / pt.maximum(summed[:, width], 1)
-    return summed[:, :width].reshape(grad.shape), share.astype(FLOATX)
+    return summed[:, :width].reshape(grad.shape), share.astype(grad.dtype)
 
 
 @dataclass
@@ -219,20 +219,20 @@ def grad_norm2(dense_grads, row_grads):
     return total
 
 
-def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active):
+def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1):
     """New values of every parameter and state key after one step (the compile step collects them).
 
     `state`: key -> current value (parameters, optimiser states, "step", "ok"); `dense_grads`:
     name -> gradient; `row_grads`: name -> RowGrads. A step whose loss or gradient is not finite
-    changes nothing, and neither do the steps after it ("ok"); an all-inactive (padding) step
-    changes nothing either.
+    changes nothing, and neither do the steps after it ("ok"); a step with fewer than
+    `min_active` active rows (padding; a lone session without negatives) changes nothing either.
     """
     norm2 = grad_norm2(dense_grads, row_grads)
     scale = np.float32(1)
     if grad_cap:
         scale = pt.switch(norm2 >= grad_cap ** 2, np.float32(grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
     ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
-    apply = ok & pt.any(active)
+    apply = ok & (pt.sum(active) >= min_active)
     step = state["step"] + 1
     new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
     for name, grad in dense_grads.items():
