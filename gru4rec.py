@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from gru4rec_lib import sessiondata
 from gru4rec_lib.sampling import SampleStore
-from gru4rec_lib.optim import OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients
+from gru4rec_lib.optim import OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients  # noqa: F401 (re-exported)
 from gru4rec_lib.backend import (
     FLOATX,
     compile_fn,
