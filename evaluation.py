@@ -3,9 +3,9 @@
 Each test session starts from a zero hidden state; a session of length L gives L-1 points (input
 item t, target t+1); test events whose item the model does not know are dropped first. A model
 fitted with ``user_key`` is evaluated on user sequences; given the users' ``history``, each test
-sequence continues from the state the model reached on that history (issue 8). The
-target is ranked against every item of the model (or a candidate subset) with one of three tie
-modes.
+sequence continues from the state the model reached on that history. The target is ranked
+against every item of the model (or a candidate subset) with one of four tie modes
+(# conformance: tie modes).
 
 Models are used only through their public interface (`gru4rec_lib.interface.SessionModel`):
 ``reset_state`` and ``score_steps`` with a `Ranking` reduction. GRU4Rec runs each K-step chunk,
@@ -18,20 +18,22 @@ import time
 import numpy as np
 import pandas as pd
 import pytensor.tensor as pt
-from typing import NamedTuple
-
 
 from gru4rec_lib import progress, sequences, sessiondata
 
 logger = logging.getLogger(__name__)
-MODES = ("standard", "conservative", "median")
+MODES = ("standard", "conservative", "median", "tiebreaking")
+TIE_SEED = 0  # the tiebreaking draws: a fixed seed per evaluation, so that results repeat
 
 
-def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
-    """Rank of each row's target among the scored items (docs/conformance.md, evaluation), for numpy (xp=np) or PyTensor (xp=pt).
+def target_ranks(scores, target_scores, target_in_scores, mode, xp=np, uniform=None):
+    """Rank of each row's target among the scored items, for numpy (xp=np) or PyTensor (xp=pt).
 
     standard: 1 + #{s_j > s_t}; conservative: 1 + #{s_j >= s_t, j != t};
-    median: 1 + #{s_j > s_t} + #{s_j = s_t, j != t} / 2.
+    median: 1 + #{s_j > s_t} + #{s_j = s_t, j != t} / 2;
+    tiebreaking: 1 + #{s_j > s_t} + floor(u (k + 1)), k = #{s_j = s_t, j != t}, u ~ U[0, 1) per
+    row (`uniform`, (B,)): the target takes a uniformly random place among the items it ties
+    with, as the authors' code gets by adding tiny uniform noise to every score.
     `target_in_scores` (B,) says whether the target's own column is among `scores` (B, C): its
     own tie is then not counted.
     """
@@ -40,6 +42,8 @@ def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
         return 1.0 + greater
     equal = np.equal if xp is np else pt.eq  # `==` on PyTensor variables compares identity
     ties = xp.sum(equal(scores, target_scores[:, None]), axis=1) - target_in_scores
+    if mode == "tiebreaking":
+        return 1.0 + greater + xp.floor(uniform * (ties + 1))
     return 1.0 + greater + (ties if mode == "conservative" else ties / 2.0)
 
 
@@ -53,8 +57,9 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         A fitted model; its session/item/time keys name the test data's columns.
     test_data : DataFrame or path
     cutoffs : sequence of int, default (1, 5, 10, 20)
-    mode : {'standard', 'conservative', 'median'}, default 'standard'
-        How ties with the target's score count (see `target_ranks`).
+    mode : {'standard', 'conservative', 'median', 'tiebreaking'}, default 'standard'
+        How ties with the target's score count (see `target_ranks`); tiebreaking draws its
+        random places with a fixed seed, so that an evaluation repeats exactly.
     items : array-like or None
         Rank only among these item ids (the target counts whether or not it is among them);
         None: all items of the model.
@@ -185,15 +190,33 @@ def _rank_frame(test, ranks, session_key, init=None):
     return pd.DataFrame({session_key: test.session_ids[session], "position": position, "rank": values})
 
 
-class Ranking(NamedTuple):
-    """The evaluation's reduction for `SessionModel.score_steps`: target ranks, then metric sums."""
+class Ranking:
+    """The evaluation's reduction for `SessionModel.score_steps`: target ranks, then metric sums.
 
-    cutoffs: tuple
-    mode: str
+    Equal (and hashed alike) when cutoffs and mode are: a model may cache its compiled ranking
+    by it. Mode 'tiebreaking' draws one uniform number per evaluation point (`draws`), from a
+    generator seeded with TIE_SEED when the Ranking is made, so that an evaluation repeats.
+    """
 
-    def step(self, scores, target_scores, target_in_scores, xp):
+    def __init__(self, cutoffs, mode):
+        self.cutoffs, self.mode = tuple(cutoffs), mode
+        self.n_draws = int(mode == "tiebreaking")
+        self._rng = np.random.default_rng(TIE_SEED) if self.n_draws else None
+
+    def __eq__(self, other):
+        return isinstance(other, Ranking) and (self.cutoffs, self.mode) == (other.cutoffs, other.mode)
+
+    def __hash__(self):
+        return hash((self.cutoffs, self.mode))
+
+    def draws(self, chunk):
+        """The per-step random inputs of one chunk: n_draws arrays (K, B) float32."""
+        return [self._rng.random(chunk.active.shape).astype(np.float32) for _ in range(self.n_draws)]
+
+    def step(self, scores, target_scores, target_in_scores, xp, *draws):
         """Rank (B,) of each slot's target (see `target_ranks`)."""
-        return target_ranks(scores, target_scores, target_in_scores, self.mode, xp=xp)
+        return target_ranks(scores, target_scores, target_in_scores, self.mode, xp=xp,
+                            uniform=draws[0] if draws else None)
 
     def total(self, values, active, xp):
         """Hits@N, then the reciprocal-rank sums @N, over the active points of a chunk."""

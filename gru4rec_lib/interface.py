@@ -19,12 +19,15 @@ that holds B parallel session *slots*, and that scores the next item of every sl
     the host; GRU4Rec runs the K steps and the reduction as one compiled call on its device and
     hands back only the totals (the values on request).
 
-The reduction is any hashable object with two methods that work on numpy (``xp=numpy``) and on
-PyTensor variables (``xp=pytensor.tensor``) alike:
+The reduction is any hashable object with an int ``n_draws``, and methods that work on numpy
+(``xp=numpy``) and on PyTensor variables (``xp=pytensor.tensor``) alike:
 
-``step(scores, target_scores, target_in_scores, xp)``
+``draws(chunk)``
+    ``n_draws`` host arrays (K, B) of per-step inputs (random numbers, say), fed with the chunk.
+``step(scores, target_scores, target_in_scores, xp, *draws)``
     One step: scores (B, C) of the scored items (all items, or the candidates), each slot's
-    target score (B,), and whether the target's own column is among the C (B,). Returns (B,).
+    target score (B,), whether the target's own column is among the C (B,), and this step's
+    rows (B,) of the draws. Returns (B,).
 ``total(values, active, xp)``
     The chunk: values (K, B) (zero where inactive) and the active mask (K, B). Returns a list
     of scalars.
@@ -114,7 +117,7 @@ class SessionModel(abc.ABC):
         if start is not None:
             raise ValueError(f"{type(self).__name__} has no hidden state to continue: "
                              "histories need a GRU4Rec model fitted with user_key")
-        values = np.zeros(chunk.active.shape)
+        values, draws = np.zeros(chunk.active.shape), reduction.draws(chunk)
         for k in np.flatnonzero(chunk.active.any(axis=1)):  # all-inactive steps pad the last chunk
             scores = np.asarray(self.score_step(chunk.reset[k], chunk.inputs[k], chunk.active[k]))
             target = scores[np.arange(len(scores)), chunk.targets[k]]
@@ -122,6 +125,7 @@ class SessionModel(abc.ABC):
             if candidates is not None:
                 in_scores = np.isin(chunk.targets[k], candidates).astype(float)
                 scores = scores[:, candidates]
-            values[k] = np.where(chunk.active[k], reduction.step(scores, target, in_scores, np), 0)
+            step = reduction.step(scores, target, in_scores, np, *[d[k] for d in draws])
+            values[k] = np.where(chunk.active[k], step, 0)
         totals = np.array(reduction.total(values, chunk.active, np), dtype=float)
         return totals, (values if keep_values else None)
