@@ -84,7 +84,8 @@ def build_parser():
                         help="model to train (default: gru4rec)")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="compute device (default: what JAX finds)")
     parser.add_argument("--compilation-cache", metavar="DIR",
-                        help="keep compiled XLA programs in DIR between runs (faster start-up)")
+                        help="keep compiled XLA programs in DIR between runs (default: on, in "
+                             "$XDG_CACHE_HOME/gru4rec/jax or ~/.cache/gru4rec/jax; 'off': no cache)")
     parser.add_argument("--seed", type=int, help="random seed of GRU4Rec (overrides seed= in -ps/-pf)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO",
@@ -257,7 +258,9 @@ def main(argv=None):
             parser.error(f"-pf {err}")
     check_args(parser, args)
     configure_logging(args.log_level)
-    if args.compilation_cache:
+    if args.compilation_cache and args.compilation_cache.lower() in backend.CACHE_OFF:
+        backend.disable_compilation_cache()
+    elif args.compilation_cache:
         backend.enable_compilation_cache(args.compilation_cache)
     try:
         params = model_params(args)
