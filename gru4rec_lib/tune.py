@@ -238,6 +238,7 @@ class _Objective:
             raise SurplusTrial(f"the study already has {self.n_trials} trials")
         params = trial_params(trial, self.space, self.fixed, self.defaults)
         trial.set_user_attr("params", {k: _plain(v) for k, v in params.items()})
+        trial.set_user_attr("pid", os.getpid())
         logger.debug("trial %d: %s", trial.number, ", ".join(f"{k}={params[k]!r}" for k in self.searched()))
         started = time.perf_counter()
         model = gru4rec.GRU4Rec(**{**params, "show_progress": False})
