@@ -98,3 +98,51 @@ def test_validation_does_not_change_the_callers_data(data):
     gru4rec.GRU4Rec(n_epochs=1, **PARAMS).fit(train, callbacks=[callbacks.Validation(valid)])
     assert valid.equals(before)
     assert np.isfinite(before["Time"]).all()
+
+
+# --- the command line: --valid, --patience, --plot-curves ---
+
+def _write(data, folder):
+    train, valid = data
+    train.to_csv(folder / "train.tsv", sep="\t", index=False)
+    valid.to_csv(folder / "valid.tsv", sep="\t", index=False)
+    return str(folder / "train.tsv"), str(folder / "valid.tsv")
+
+
+def test_command_line_validates_each_epoch_and_plots_the_curves(data, tmp_path, caplog):
+    from gru4rec_lib import cli
+
+    caplog.set_level("INFO")
+    train, valid = _write(data, tmp_path)
+    png = tmp_path / "curves.png"
+    code = cli.main([train, "-ps", "layers=8,n_epochs=3,n_sample=4,batch_size=16", "-q", "-m", "5", "10",
+                     "--valid", valid, "--plot-curves", str(png)])
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+    lines = [r.getMessage() for r in caplog.records if "valid Recall@5" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert all("Recall@10" in line and "MRR@10" in line and "best recall@10" in line for line in lines)
+
+
+def test_command_line_patience_stops_training(data, tmp_path, capsys):
+    from gru4rec_lib import cli
+
+    train, valid = _write(data, tmp_path)
+    # a learning rate of 1e-12 changes no float32 weight: it never improves the validation numbers: epoch 1 stays best
+    cli.main([train, "-ps", "layers=8,n_epochs=6,n_sample=4,batch_size=16,learning_rate=1e-12", "-q",
+              "--valid", valid, "--patience", "2"])
+    assert "3 epochs in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patience", "2"], "--patience needs --valid"),
+    (["--valid", "missing.tsv"], "--valid file not found"),
+    (["--model", "pop", "--valid", "VALID"], "--valid needs training GRU4Rec"),
+    (["--plot-curves", "no/such/folder/x.png"], "does not exist"),
+])
+def test_command_line_validation_flags_are_checked(data, tmp_path, capsys, extra, message):
+    from gru4rec_lib import cli
+
+    train, valid = _write(data, tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([train, "-q", *[valid if e == "VALID" else e for e in extra]])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
