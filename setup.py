@@ -36,7 +36,7 @@ setup(
         "parquet": ["pyarrow>=15"],
         # PNG learning curves (gru4rec --plot-curves) and tuning plots (gru4rec-tune --plots)
         "plot": ["matplotlib>=3.7"],
-        # a PostgreSQL study storage (postgresql://... URLs: SQLAlchemy 2.1 drives them with psycopg 3, 2.0 with psycopg2)
+        # a PostgreSQL study storage: postgresql://... URLs (SQLAlchemy 2.1 uses psycopg 3, 2.0 psycopg2)
         "postgres": ["psycopg[binary]>=3.1", "psycopg2-binary>=2.9"],
         # the tests read and write Parquet, tune with Optuna (also on a PostgreSQL server that pgserver
         # starts), draw the plots and build the wheel (setuptools, wheel)

@@ -1,14 +1,26 @@
 """Hyperparameter search for GRU4Rec with Optuna: train on one file, score on another.
 
-Each trial fits ``GRU4Rec(**fixed, **sampled)`` on the training file in this process, evaluates
-it on the validation file (all items ranked, SPEC §7) and reports the chosen metric to Optuna's
-TPE sampler (seeded). The best parameters are written as a parameter file (``params.py`` format,
-ready for ``run.py -pf``), and every trial goes to a JSON file, rewritten after each trial.
+Each trial fits ``GRU4Rec(**fixed, **sampled)`` on the training file, evaluates it on the
+validation file (all items ranked) and reports the chosen metric to Optuna's TPE sampler. The
+best parameters are written as a parameter file (``params.py`` format, ready for ``gru4rec -pf``),
+and every trial goes to a JSON file, rewritten after each trial.
+
+The study lives in an Optuna storage (``--storage``; default a SQLite file beside ``-o``), so:
+running the same command again continues it (``-n`` is the study's total: a continued study runs
+only the rest); ``--workers N`` runs N processes on it; and any number of machines join by running
+the same command with a shared ``--storage`` (``postgresql://user:password@host/db``, or
+``journal:PATH`` on a shared file system). Trials are not lost or run twice: a trial whose worker
+dies is run again with the same parameters (database storages, through Optuna's heartbeat).
+With ``--pruner median`` (default) or ``hyperband`` the validation metric is measured after every
+epoch and poor trials stop early; ``--patience N`` stops a trial whose metric stalls.
 
 Usage::
 
     python paropt.py train_tr.tsv train_valid.tsv -sp paramspaces/xe_shared.txt \\
         -ps n_epochs=3 --metric mrr@20 -n 50 --seed 1 -o best.txt --json trials.json
+    # the same study from two machines (each also with --workers 2), then its plots:
+    gru4rec-tune train_tr.tsv train_valid.tsv -sp xe_shared.txt -ps n_epochs=5 -n 100 \\
+        --storage postgresql://tuner:secret@dbhost/gru4rec --study-name xe1 --workers 2 --plots plots/
 
 Parameter space file (plain text, no code): one parameter per line, ``#`` starts a comment::
 
@@ -680,7 +692,8 @@ def start_workers(argv, count):
     here = str(Path(gru4rec.__file__).resolve().parent)  # gru4rec and gru4rec_lib live here
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     logger.info("starting %d more worker process%s", count, "es" if count > 1 else "")
-    return [subprocess.Popen([sys.executable, "-m", "gru4rec_lib.tune", *argv, "--worker-index", str(i)], env=env)
+    code = "import sys; from gru4rec_lib import tune; sys.exit(tune.main(sys.argv[1:]))"
+    return [subprocess.Popen([sys.executable, "-c", code, *argv, "--worker-index", str(i)], env=env)
             for i in range(1, count + 1)]
 
 

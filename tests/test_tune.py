@@ -121,7 +121,8 @@ def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path):
     for lr in (0.1, 0.1, 0.0001):  # two good trials, then one that learns nothing in an epoch
         study.enqueue_trial({"learning_rate": lr, "momentum": 0.0})
     space = tune.read_space(files / "space.txt", tune.gru4rec.GRU4Rec().get_params())
-    fixed = {"layers": (8,), "n_epochs": 3, "n_sample": 4, "batch_size": 16, "loss": "cross-entropy", "final_act": "softmax"}
+    fixed = {"layers": (8,), "n_epochs": 3, "n_sample": 4, "batch_size": 16,
+             "loss": "cross-entropy", "final_act": "softmax"}
     study = tune.tune(files / "train.tsv", files / "valid.tsv", space, fixed, "mrr@10", n_trials=3,
                       storage=storage, study_name="prune",
                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
@@ -134,7 +135,8 @@ def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path):
 
 def test_patience_ends_trials_early_and_sets_n_epochs(files, tmp_path):
     space = tune.read_space(files / "space.txt", tune.gru4rec.GRU4Rec().get_params())
-    fixed = {"layers": (8,), "n_epochs": 4, "n_sample": 4, "batch_size": 16, "loss": "cross-entropy", "final_act": "softmax"}
+    fixed = {"layers": (8,), "n_epochs": 4, "n_sample": 4, "batch_size": 16,
+             "loss": "cross-entropy", "final_act": "softmax"}
     study = tune.tune(files / "train.tsv", files / "valid.tsv", space, fixed, "mrr@10", n_trials=1, seed=0,
                       pruner="none", patience=1)
     trial = study.best_trial
