@@ -487,16 +487,16 @@ def _reporter(metric, n_trials, searched, callback):
         params = trial.user_attrs.get("params", {})
         shown = ", ".join(f"{k}={params[k]}" for k in searched if k in params)
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
-        done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         best = max(done, key=lambda t: t.value) if done else None
         best_text = f"best {best.value:.4f} in trial {best.number}" if best else "no trial finished yet"
-        if trial.value is not None:
+        if trial.state.name == "COMPLETE":
             logger.info("trial %s/%d (#%d): %s: %s %.4f (%s), %.1f s", position, n_trials, trial.number, shown,
                         metric, trial.value, best_text, seconds)
         elif trial.state.name == "PRUNED":
-            history = trial.user_attrs.get("history") or [{}]
-            logger.info("trial %s/%d (#%d): %s: pruned after epoch %s (%s), %.1f s", position, n_trials,
-                        trial.number, shown, history[-1].get("epoch", "?"), best_text, seconds)
+            logger.info("trial %s/%d (#%d): %s: pruned after epoch %s at %s %.4f (%s), %.1f s", position, n_trials,
+                        trial.number, shown, trial.user_attrs.get("epochs", "?"), metric, trial.value, best_text,
+                        seconds)
         else:
             logger.warning("trial %s/%d (#%d): %s: %s %s (%s)", position, n_trials, trial.number, shown,
                            trial.state.name, trial.user_attrs.get("error", ""), best_text)
@@ -522,7 +522,7 @@ def summary(study, metric, space, fixed, args_line):
     """The JSON payload: settings, best trial, all counted trials."""
     trials = study.get_trials(deepcopy=False)
     counted = counted_trials(trials)
-    done = [t for t in counted if t.value is not None]
+    done = [t for t in counted if t.state.name == "COMPLETE"]  # a pruned trial has its last epoch's value
     best = study.best_trial if done else None
     return {"command": args_line, "metric": metric, "direction": "maximize",
             "study": study.study_name, "n_trials": study.user_attrs.get("n_trials"),
@@ -671,7 +671,7 @@ def write_outputs(parser, args, study, space, fixed, command, save_json):
     """The JSON of all trials, the best parameter file and the plots; exit 1 if no trial finished."""
     save_json(study, None)
     counted = counted_trials(study.get_trials(deepcopy=False))
-    if not any(t.value is not None for t in counted):
+    if not any(t.state.name == "COMPLETE" for t in counted):
         parser.exit(1, f"gru4rec-tune: error: no trial finished (see {args.json})\n")
     best = study.best_trial
     comment = (f"best of {len(counted)} trials by gru4rec-tune: {args.metric} {best.value:.6f} on {args.valid} "

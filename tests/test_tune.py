@@ -115,7 +115,8 @@ def test_the_same_call_continues_a_study_and_refuses_other_settings(files, tmp_p
         tune.tune(*args[:4], "recall@20", n_trials=3, storage=storage)
 
 
-def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path):
+def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path, caplog):
+    caplog.set_level("INFO")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="prune", direction="maximize")
     for lr in (0.1, 0.1, 0.0001):  # two good trials, then one that learns nothing in an epoch
@@ -131,6 +132,8 @@ def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path):
     assert bad.state.name == "PRUNED" and list(bad.intermediate_values) == [1]  # stopped after epoch 1 of 3
     assert bad.user_attrs["epochs"] == 1 and bad.intermediate_values[1] < min(good.intermediate_values[1],
                                                                                other.intermediate_values[1])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial 3/3")]
+    assert len(lines) == 1 and "pruned after epoch 1 at mrr@10" in lines[0]
 
 
 def test_patience_ends_trials_early_and_sets_n_epochs(files, tmp_path):
