@@ -33,7 +33,7 @@ def learning_curves(history, path, title=None):
     plt = require_matplotlib()
     epochs = [h["epoch"] for h in history]
     validated = all("recall" in h for h in history)
-    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(9 if validated else 5, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(10 if validated else 5, 3.6), squeeze=False)
     ax = axes[0][0]
     ax.plot(epochs, [h["loss"] for h in history], marker="o", color="tab:gray")
     ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
@@ -44,7 +44,7 @@ def learning_curves(history, path, title=None):
                 ax.plot(epochs, [h[kind][n] for h in history], style, marker="o",
                         label=f"{'Recall' if kind == 'recall' else 'MRR'}@{n}")
         ax.set(xlabel="epoch", ylabel="validation", title="validation")
-        ax.legend(fontsize="small", ncol=2)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the curves
     for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
