@@ -51,6 +51,7 @@ def check_exactly(study, n):
     return counted
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(files, tmp_path, caplog):
     caplog.set_level("INFO")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -70,6 +71,7 @@ def test_two_workers_share_one_sqlite_study(files, tmp_path, caplog):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_and_reruns_the_lost_trial(files, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     argv = command(files, tmp_path, 4, "--storage", storage, "--heartbeat", "1", "--pruner", "none", epochs=3)
