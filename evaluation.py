@@ -1,11 +1,11 @@
-"""Next-item evaluation: Recall@N and MRR@N (SPEC §7), session-parallel, on the compute device.
+"""Next-item evaluation: Recall@N and MRR@N, session-parallel, on the compute device.
 
 Each test session starts from a zero hidden state; a session of length L gives L-1 points (input
 item t, target t+1); test events whose item the model does not know are dropped first. A model
 fitted with ``user_key`` is evaluated on user sequences; given the users' ``history``, each test
-sequence continues from the state the model reached on that history (issue 8). The
-target is ranked against every item of the model (or a candidate subset) with one of three tie
-modes. GRU4Rec models are scored by a compiled K-step ``scan`` that returns only the per-call
+sequence continues from the state the model reached on that history. The
+target is ranked against every item of the model (or a candidate subset) with one of four tie
+modes (# conformance: tie modes). GRU4Rec models are scored by a compiled K-step ``scan`` that returns only the per-call
 sums (and, on request, the ranks); other models (`baselines`) are scored on the host through
 their ``score_step`` method and ranked by the same formula.
 """
@@ -23,14 +23,18 @@ import gru4rec
 from gru4rec_lib import sessiondata
 
 logger = logging.getLogger(__name__)
-MODES = ("standard", "conservative", "median")
+MODES = ("standard", "conservative", "median", "tiebreaking")
+TIE_SEED = 0  # the tiebreaking draws: a fixed seed per evaluation, so that results repeat
 
 
-def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
-    """Rank of each row's target among the scored items (SPEC §7), for numpy (xp=np) or PyTensor (xp=pt).
+def target_ranks(scores, target_scores, target_in_scores, mode, xp=np, uniform=None):
+    """Rank of each row's target among the scored items, for numpy (xp=np) or PyTensor (xp=pt).
 
     standard: 1 + #{s_j > s_t}; conservative: 1 + #{s_j >= s_t, j != t};
-    median: 1 + #{s_j > s_t} + #{s_j = s_t, j != t} / 2.
+    median: 1 + #{s_j > s_t} + #{s_j = s_t, j != t} / 2;
+    tiebreaking: 1 + #{s_j > s_t} + floor(u (k + 1)), k = #{s_j = s_t, j != t}, u ~ U[0, 1) per
+    row (`uniform`, (B,)): the target takes a uniformly random place among the items it ties
+    with, as the authors' code gets by adding tiny uniform noise to every score.
     `target_in_scores` (B,) says whether the target's own column is among `scores` (B, C): its
     own tie is then not counted.
     """
@@ -39,6 +43,8 @@ def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
         return 1.0 + greater
     equal = np.equal if xp is np else pt.eq  # `==` on PyTensor variables compares identity
     ties = xp.sum(equal(scores, target_scores[:, None]), axis=1) - target_in_scores
+    if mode == "tiebreaking":
+        return 1.0 + greater + xp.floor(uniform * (ties + 1))
     return 1.0 + greater + (ties if mode == "conservative" else ties / 2.0)
 
 
@@ -52,8 +58,9 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         A fitted model; its session/item/time keys name the test data's columns.
     test_data : DataFrame or path
     cutoffs : sequence of int, default (1, 5, 10, 20)
-    mode : {'standard', 'conservative', 'median'}, default 'standard'
-        How ties with the target's score count (see `target_ranks`).
+    mode : {'standard', 'conservative', 'median', 'tiebreaking'}, default 'standard'
+        How ties with the target's score count (see `target_ranks`); tiebreaking draws its
+        random places with a fixed seed, so that an evaluation repeats exactly.
     items : array-like or None
         Rank only among these item ids (the target counts whether or not it is among them);
         None: all items of the model.
@@ -183,6 +190,7 @@ class _HostScorer:
 
     def __init__(self, model, batch_size, steps_per_call, cutoffs, mode, cand_idx, return_ranks, init=None):
         self.model, self.cutoffs, self.mode, self.cand_idx = model, cutoffs, mode, cand_idx
+        self.rng = np.random.default_rng(TIE_SEED)
         model.reset_state()
 
     def __call__(self, chunk):
@@ -197,7 +205,8 @@ class _HostScorer:
             if self.cand_idx is not None:
                 in_scores = np.isin(chunk.targets[k], self.cand_idx).astype(float)
                 scores = scores[:, self.cand_idx]
-            ranks[k] = np.where(chunk.active[k], target_ranks(scores, target, in_scores, self.mode), 0)
+            uniform = self.rng.random(len(scores)) if self.mode == "tiebreaking" else None
+            ranks[k] = np.where(chunk.active[k], target_ranks(scores, target, in_scores, self.mode, uniform=uniform), 0)
         sums = _metric_sums(ranks, chunk.active, self.cutoffs)
         return np.array(sums, dtype=float), ranks
 
@@ -218,9 +227,12 @@ class _DeviceScorer:
         n_items = model.n_items_
         self.cand = [] if cand_idx is None else [cand_idx, _positions(cand_idx, n_items)]
         self.return_ranks, self.init = return_ranks, init
+        self.rng = np.random.default_rng(TIE_SEED) if mode == "tiebreaking" else None
 
     def __call__(self, chunk):
         extra = self.init.step_inputs(chunk) if self.init is not None else []
+        if self.rng is not None:  # the tiebreaking draws, one per evaluation point
+            extra = [*extra, self.rng.random(chunk.active.shape).astype(backend.FLOATX)]
         out = self.fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, *extra, *self.cand)
         return out[0], (out[1] if self.return_ranks else None)  # device arrays: read later
 
@@ -247,10 +259,16 @@ def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ran
         seqs += [pt.tensor("start", shape=(steps, batch_size), dtype="bool")] + [
             pt.tensor(f"start_state_{i}", shape=(steps, batch_size, h), dtype=backend.FLOATX)
             for i, h in enumerate(cfg.layers)]
+    tie = mode == "tiebreaking"
+    if tie:
+        seqs += [pt.tensor("tie_uniform", shape=(steps, batch_size), dtype=backend.FLOATX)]
     cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
     n_layers = len(hidden)
 
     def step(item_idx, target_idx, reset, active, *args):
+        n_start = 1 + n_layers if continued else 0
+        uniform = args[n_start] if tie else None
+        args = args[:n_start] + args[n_start + tie:]
         if continued:
             start, init, args = args[0], args[1:1 + n_layers], args[1 + n_layers:]
             states = [pt.switch(start[:, None], s0, s) for s0, s in zip(init, args[:n_layers])]
@@ -258,7 +276,7 @@ def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ran
             args = (*states, *args[n_layers:])
         states, cand_args = args[: len(hidden)], args[len(hidden):]
         new_states = model._step_graph(item_idx, reset, list(states))
-        ranks = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args)
+        ranks = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args, uniform=uniform)
         return [*new_states, pt.switch(active, ranks, 0).astype(backend.FLOATX)]
 
     outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None], non_sequences=cand,
@@ -270,23 +288,23 @@ def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ran
     return fn, hidden
 
 
-def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=None):
+def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=None, uniform=None):
     """Ranks (B,) of the targets; scores are ranked as final_act gives them (logits for softmax)."""
     weights = model._weights()
     act = model._rank_activation()
     rows = pt.arange(target_idx.shape[0], dtype="int32")
     if cand_idx is None:
         scores = act(hidden_last @ weights["Wy"].T + weights["By"])  # (B, n_items)
-        return target_ranks(scores, scores[rows, target_idx], 1, mode, xp=pt)
+        return target_ranks(scores, scores[rows, target_idx], 1, mode, xp=pt, uniform=uniform)
     scores = act(hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx])  # (B, n_cand)
     own = act(pt.sum(hidden_last * weights["Wy"][target_idx], axis=1) + weights["By"][target_idx])
     pos = cand_pos[target_idx]
     in_scores = pos >= 0
     target = pt.switch(in_scores, scores[rows, pt.maximum(pos, 0)], own)  # the column itself where scored
-    return target_ranks(scores, target, in_scores, mode, xp=pt)
+    return target_ranks(scores, target, in_scores, mode, xp=pt, uniform=uniform)
 
 
-# ---------------------------------------------------------------- user histories (issue 8)
+# ---------------------------------------------------------------- user histories
 class _StartStates:
     """Per test sequence: does it continue a history (`continued`, 0/1), and the states it starts from."""
 

@@ -32,6 +32,14 @@ Parameter space file (plain text, no code): one parameter per line, ``#`` starts
     layers        categorical  100 100/100         # several tokens: each one is a choice
     loss          fixed        bpr-max             # not searched, always this value
 
+The reference paropt.py's JSON spaces are read as well (a file whose first line starts with
+``{``), one object per line: ``{"name": "layers", "dtype": "int", "values": [64, 512], "step": 32}``
+with dtype ``int``/``float`` (``values`` = [low, high], optional ``step`` and ``log``) or
+``categorical`` (``values`` = the choices); the PyTorch port's ``elu_param`` choices become
+``final_act`` choices (0.5 -> elu-0.5, 0 -> linear). Its flags work too: ``-opf`` (= ``-sp``),
+``-fp`` (= ``-ps``), ``-nt`` (= ``-n``), ``-pm recall|mrr`` with ``-m N`` (= ``--metric pm@N``),
+``-fm N ...`` (print the best trial's ``Recall@N: x MRR@N: y`` at these cut-offs at the end).
+
 ``int`` and ``float`` take ``low high`` and optionally ``log`` or ``step=S`` (not both). A
 ``categorical`` with one token splits it on ``/``; with several tokens, each token is one choice
 (so that ``/`` can stay inside a value, as in stacked layers). Values are typed like ``-ps`` values
@@ -146,9 +154,7 @@ def parse_space_line(text, defaults, where="space"):
         raise ValueError(f"{where}: expected 'name type arguments', e.g. 'learning_rate float 0.01 0.25 log', "
                          f"got {text.strip()!r}")
     name, kind, args = tokens[0], tokens[1], tokens[2:]
-    if name not in defaults:
-        close = get_close_matches(name, defaults, n=3)
-        raise ValueError(f"{where}: unknown parameter {name!r}" + (f"; did you mean {close}?" if close else ""))
+    _check_name(name, defaults, where)
     if kind not in TYPES:
         raise ValueError(f"{where}: unknown type {kind!r} for {name!r}; use one of {', '.join(TYPES)}")
     if kind == "fixed":
@@ -157,23 +163,100 @@ def parse_space_line(text, defaults, where="space"):
         _typed(name, args[0], defaults, where)
         return Dimension(name, kind, choices=(args[0],), line=where)
     if kind == "categorical":
-        choices = tuple(args[0].split("/")) if len(args) == 1 else tuple(args)
-        if any(not c for c in choices) or len(set(choices)) != len(choices):
-            raise ValueError(f"{where}: categorical choices must be distinct and non-empty, got {args}")
-        for choice in choices:
-            _typed(name, choice, defaults, where)
-        return Dimension(name, kind, choices=choices, line=where)
+        return _categorical(name, args[0].split("/") if len(args) == 1 else args, defaults, where)
     low, high, log, step = _range(name, kind, args, defaults, where)
     return Dimension(name, kind, low, high, log, step, line=where)
 
 
+JSON_KEYS = ("name", "dtype", "values", "step", "log")
+
+
+def _json_choice(value, where):
+    """One categorical value of a JSON space as the text `_typed` reads."""
+    try:
+        return paramtext.literal_text("", value)
+    except ValueError:
+        raise ValueError(f"{where}: cannot use {value!r} as a choice") from None
+
+
+def _elu_choices(choices, where):
+    """The PyTorch port's elu_param choices as final_act choices (0 -> linear)."""
+    try:
+        values = [paramtext.read_elu_param(text) for text in choices]
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return [f"elu-{value:g}" if value > 0 else "linear" for value in values]
+
+
+def _check_name(name, defaults, where):
+    if name not in defaults:
+        close = get_close_matches(str(name), defaults, n=3)
+        raise ValueError(f"{where}: unknown parameter {name!r}" + (f"; did you mean {close}?" if close else ""))
+
+
+def _categorical(name, choices, defaults, where):
+    """A categorical Dimension from its choices as text; each must type as the parameter."""
+    _check_name(name, defaults, where)
+    if not choices or any(not c for c in choices) or len(set(choices)) != len(choices):
+        raise ValueError(f"{where}: categorical choices must be distinct and non-empty, got {choices}")
+    for choice in choices:
+        _typed(name, choice, defaults, where)
+    return Dimension(name, "categorical", choices=tuple(choices), line=where)
+
+
+def parse_json_space_line(text, defaults, where="space"):
+    """One line of the reference's JSON space -> Dimension, or None for a blank line."""
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON ({err.msg}): {text.strip()!r}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object like {{\"name\": ..., \"dtype\": ..., \"values\": [...]}}")
+    unknown = sorted(set(obj) - set(JSON_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; keys are {', '.join(JSON_KEYS)}")
+    missing = [key for key in ("name", "dtype", "values") if key not in obj]
+    if missing:
+        raise ValueError(f"{where}: missing {missing[0]!r}")
+    name, kind, values = obj["name"], obj["dtype"], obj["values"]
+    if not isinstance(values, list):
+        raise ValueError(f"{where}: 'values' must be a list, got {values!r}")
+    if kind == "categorical":
+        choices = [_json_choice(value, where) for value in values]
+        if name == "elu_param":
+            name, choices = "final_act", _elu_choices(choices, where)
+        return _categorical(name, choices, defaults, where)
+    if kind not in ("int", "float"):
+        raise ValueError(f"{where}: unknown type {kind!r} for {name!r}; use int, float or categorical")
+    if name == "elu_param":
+        raise ValueError(f"{where}: elu_param can only be searched as categorical (its values become final_act "
+                         "elu-X choices)")
+    if len(values) != 2:
+        raise ValueError(f"{where}: 'values' must be [low, high] for {kind}, got {values!r}")
+    tokens = [name, kind, *(_json_choice(value, where) for value in values)]
+    if obj.get("step") is not None:
+        tokens.append(f"step={_json_choice(obj['step'], where)}")
+    if obj.get("log"):
+        tokens.append("log")
+    return parse_space_line(" ".join(tokens), defaults, where)
+
+
+def _is_json_space(lines):
+    first = next((line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")), "")
+    return first.startswith("{")
+
+
 def read_space(path, defaults):
-    """Read a parameter space file; returns {name: Dimension} in file order. ValueError names the line."""
+    """Read a parameter space file (ours, or the reference's JSON lines); returns {name: Dimension} in
+    file order. ValueError names the line."""
     with open(path, encoding="utf-8") as file:
         lines = file.read().splitlines()
+    parse_line = parse_json_space_line if _is_json_space(lines) else parse_space_line
     space = {}
     for number, text in enumerate(lines, 1):
-        dim = parse_space_line(text, defaults, f"{path}, line {number}")
+        dim = parse_line(text, defaults, f"{path}, line {number}")
         if dim is None:
             continue
         if dim.name in space:
@@ -235,11 +318,12 @@ def trial_record(trial):
 class _Objective:
     """Optuna objective: fit (validating each epoch when pruning or stopping early), store the details."""
 
-    def __init__(self, train, valid, space, fixed, defaults, metric, n_trials, eval_batch, per_epoch, patience):
+    def __init__(self, train, valid, space, fixed, defaults, metric, cutoffs, n_trials, eval_batch, per_epoch,
+                 patience):
         self.train, self.valid, self.space, self.fixed, self.defaults = train, valid, space, fixed, defaults
         self.metric, self.n_trials, self.eval_batch = metric, n_trials, eval_batch
         self.per_epoch, self.patience = per_epoch or patience is not None, patience
-        self.cutoffs = callbacks._cutoffs(None, parse_metric(metric)[1])
+        self.cutoffs = cutoffs
 
     def __call__(self, trial):
         import optuna
@@ -418,7 +502,7 @@ def run_trials(study, objective, n_trials, timeout=None, callback=None):
 
 def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=None, timeout=None,
          eval_batch=512, callback=None, storage=None, study_name="gru4rec", pruner="median", patience=None,
-         heartbeat=60, worker=0):
+         heartbeat=60, worker=0, extra_cutoffs=()):
     """Search `space` (from `read_space`) on `train`, scoring on `valid`; returns the Optuna study.
 
     Parameters
@@ -455,11 +539,14 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
         Seconds between a worker's signs of life in a database storage.
     worker : int, default 0
         This process's index among the workers (it offsets the sampler's seed).
+    extra_cutoffs : sequence of int
+        Cut-offs recorded in every trial besides 1, 5, 10, 20 and the metric's.
     """
     import optuna
 
     defaults = gru4rec.GRU4Rec().get_params()
-    parse_metric(metric)
+    kind, n = parse_metric(metric)
+    cutoffs = tuple(sorted(set(CUTOFFS) | {n} | set(extra_cutoffs)))
     if not (isinstance(n_trials, int) and n_trials >= 1):
         raise ValueError(f"n_trials must be an int >= 1, got {n_trials!r}")
     fixed = dict(fixed or {})
@@ -471,7 +558,8 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("patience", patience)
     per_epoch = not isinstance(make_pruner(pruner), optuna.pruners.NopPruner)
-    objective = _Objective(train, valid, space, fixed, defaults, metric, n_trials, eval_batch, per_epoch, patience)
+    objective = _Objective(train, valid, space, fixed, defaults, metric, cutoffs, n_trials, eval_batch, per_epoch,
+                           patience)
     run_trials(study, objective, n_trials, timeout, _reporter(metric, n_trials, objective.searched(), callback))
     return study
 
@@ -544,11 +632,20 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train", metavar="TRAIN_PATH", help="training events (e.g. train_tr)")
     parser.add_argument("valid", metavar="VALID_PATH", help="validation events (e.g. train_valid)")
-    parser.add_argument("-sp", "--space", required=True, metavar="PATH", help="parameter space file")
+    parser.add_argument("-sp", "-opf", "--space", "--optuna_parameter_file", dest="space", required=True,
+                        metavar="PATH", help="parameter space file (ours, or the reference's JSON lines)")
     parser.add_argument("-pf", "--param-file", metavar="PATH", help="fixed parameters, one name=value per line")
-    parser.add_argument("-ps", "--params", default="", metavar="TEXT", help="fixed parameters, 'name=value,...'")
-    parser.add_argument("--metric", default="recall@20", help="maximised: recall@N or mrr@N (default recall@20)")
-    parser.add_argument("-n", "--n-trials", type=int, default=20, help="number of trials (default 20)")
+    parser.add_argument("-ps", "-fp", "--params", "--fixed_parameters", dest="params", default="", metavar="TEXT",
+                        help="fixed parameters, 'name=value,...'")
+    parser.add_argument("--metric", default=None, help="maximised: recall@N or mrr@N (default recall@20)")
+    parser.add_argument("-pm", "--primary_metric", dest="primary_metric", choices=["recall", "mrr"],
+                        help="the reference's spelling of the metric: with -m N, --metric PM@N")
+    parser.add_argument("-m", "--measure", dest="measure", type=int, metavar="N",
+                        help="the cut-off of -pm (default 20)")
+    parser.add_argument("-fm", "--final_measure", dest="final_measure", type=int, nargs="+", default=[],
+                        metavar="N", help="at the end, print the best trial's Recall@N and MRR@N at these cut-offs")
+    parser.add_argument("-n", "-nt", "--n-trials", "--ntrials", dest="n_trials", type=int, default=20,
+                        help="number of trials (default 20)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler")
     parser.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
     parser.add_argument("--eval-batch", type=int, default=512, help="parallel sessions in evaluation")
@@ -586,6 +683,22 @@ def _write_atomic(path, text):
     with os.fdopen(handle, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def metric_from_args(args):
+    """--metric, or the reference's -pm/-m pair; ValueError if both spellings are given."""
+    if args.metric is not None:
+        if args.primary_metric is not None or args.measure is not None:
+            raise ValueError("give either --metric or -pm/-m, not both")
+        return args.metric
+    return f"{args.primary_metric or 'recall'}@{20 if args.measure is None else args.measure}"
+
+
+def final_lines(study, cutoffs):
+    """The best trial's 'Recall@N: x MRR@N: y' lines (as the reference's final evaluation prints)."""
+    attrs = study.best_trial.user_attrs
+    value = lambda kind, n: attrs[kind].get(n, attrs[kind].get(str(n)))  # a database storage keeps JSON keys
+    return [f"Recall@{n}: {value('recall', n):.6f} MRR@{n}: {value('mrr', n):.6f}" for n in cutoffs]
 
 
 def fixed_params(args, space, defaults):
@@ -632,7 +745,10 @@ def main(argv=None):
     for flag, path in (("-o", args.output), ("--json", args.json)):
         if not Path(path).resolve().parent.is_dir():
             parser.error(f"{flag} {path}: folder {Path(path).parent} does not exist")
+    if any(n < 1 for n in args.final_measure):
+        parser.error(f"-fm: cut-offs must be positive integers, got {args.final_measure}")
     try:
+        args.metric = metric_from_args(args)
         parse_metric(args.metric)
         space = read_space(args.space, defaults)
         fixed = fixed_params(args, space, defaults)
@@ -653,7 +769,7 @@ def main(argv=None):
         study = tune(args.train, args.valid, space, fixed, args.metric, args.n_trials, args.seed, args.timeout,
                      args.eval_batch, callback=None if worker else save_json, storage=storage,
                      study_name=args.study_name, pruner=args.pruner, patience=args.patience,
-                     heartbeat=args.heartbeat, worker=worker)
+                     heartbeat=args.heartbeat, worker=worker, extra_cutoffs=args.final_measure)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         for child in children:
             child.terminate()
@@ -680,6 +796,8 @@ def write_outputs(parser, args, study, space, fixed, command, save_json):
     if args.plots is not None:
         for path in plots.tuning_plots(study, args.plots, metric=args.metric):
             logger.info("wrote %s", path)
+    for line in final_lines(study, args.final_measure):
+        print(line)
     logger.info("best %s %.4f (trial %d of %d); parameters written to %s, trials to %s", args.metric, best.value,
                 best.number, len(counted), args.output, args.json)
     return 0
