@@ -42,6 +42,18 @@ logger = logging.getLogger(__name__)
 NotFittedError = sessiondata.NotFittedError  # raised when a model is used before `fit` (or `load`)
 
 
+def _check_callbacks(callbacks):
+    """fit's callbacks as a list; TypeError naming the bad one."""
+    if callbacks is None:
+        return []
+    if callable(callbacks) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}; wrap one in a list: [callback]")
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks: {callback!r} is not callable; each is called as callback(model, stats)")
+    return list(callbacks)
+
+
 class ModelFitError(RuntimeError):
     """Raised when training diverges (a non-finite loss)."""
 
@@ -332,6 +344,8 @@ class GRU4Rec(SequenceMixin, SessionModel):
     epoch_losses_ : list of float
         Training loss of each epoch of the last `fit`: the mini-batch losses (sum over the active
         rows / batch_size) averaged with their numbers of active rows as weights.
+    stopped_epoch_ : int or None
+        The epoch after which a `fit` callback stopped training; None if all epochs ran.
 
     Notes
     -----
@@ -630,7 +644,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
         return compile_fn(seqs, outputs[-1], updates)
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, data, retrain=False):
+    def fit(self, data, retrain=False, callbacks=None):
         """Train on session data; returns self.
 
         Parameters
@@ -643,6 +657,11 @@ class GRU4Rec(SequenceMixin, SessionModel):
             seen before get new rows initialised as at the start, and sampling popularity is rebuilt
             from `data` (items absent from it keep a support of 1). Shape-changing parameters
             (layers, embedding mode, adapt) cannot change at retrain.
+        callbacks : list of callable or None
+            Each is called after every epoch as ``callback(model, stats)``, ``stats`` a copy of the
+            epoch's ``epoch_stats_`` entry. If any returns True, training stops after that epoch
+            (``stopped_epoch_`` says which); an exception from a callback ends `fit`. See
+            `gru4rec_lib.callbacks.Validation` for validation each epoch and early stopping.
 
         Examples
         --------
@@ -653,6 +672,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
         1
         """
         cfg = self._check_params()
+        callbacks = _check_callbacks(callbacks)
         if retrain:
             self._check_retrain(cfg)
         started = time.perf_counter()
@@ -685,9 +705,13 @@ class GRU4Rec(SequenceMixin, SessionModel):
                 train_fn(idle[0], idle[0], idle[1], idle[2], np.zeros(K, np.int32))
         self.compile_seconds_ = time.perf_counter() - started
         logger.debug("training function compiled in %.2f s", self.compile_seconds_)
-        self.epoch_losses_, self.epoch_stats_ = [], []
+        self.epoch_losses_, self.epoch_stats_, self.stopped_epoch_ = [], [], None
         for epoch in range(cfg.n_epochs):
             self._train_epoch(cfg, train, train_fn, store, order_rng, epoch)
+            if any([callback(self, dict(self.epoch_stats_[-1])) for callback in callbacks]):  # all see it
+                self.stopped_epoch_ = epoch + 1
+                logger.info("training stopped by a callback after epoch %d of %d", epoch + 1, cfg.n_epochs)
+                break
         return self
 
     def _set_fitted(self, cfg, item_map, state, support):

@@ -34,6 +34,8 @@ from pathlib import Path
 
 from . import backend
 from . import baselines
+from . import callbacks
+from . import plots
 import evaluation
 import gru4rec
 from . import params as paramtext
@@ -112,7 +114,16 @@ def build_parser():
     parser.add_argument("-ss", "--sample-store-size", "--sample_store_size", dest="sample_store", type=int,
                         metavar="N", help="negative samples drawn ahead (GRU4Rec's sample_store; default 10000000)")
     parser.add_argument("--compilation-cache", metavar="DIR",
-                        help="keep compiled XLA programs in DIR between runs (faster start-up)")
+                        help="keep compiled XLA programs in DIR between runs (default: on, in "
+                             "$XDG_CACHE_HOME/gru4rec/jax or ~/.cache/gru4rec/jax; 'off': no cache)")
+    parser.add_argument("--valid", metavar="PATH",
+                        help="validation events: Recall/MRR at the -m cut-offs after every epoch (gru4rec only)")
+    parser.add_argument("--patience", type=int, metavar="N",
+                        help="with --valid: stop training when Recall@N (largest -m cut-off) has not improved "
+                             "for N epochs")
+    parser.add_argument("--plot-curves", metavar="PATH.png",
+                        help="write the learning curves (training loss, and with --valid the validation "
+                             "Recall/MRR) per epoch as PNG (needs matplotlib: pip install 'gru4rec[plot]')")
     parser.add_argument("--seed", type=int, help="random seed of GRU4Rec (overrides seed= in -ps/-pf)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO",
@@ -141,6 +152,7 @@ def check_args(parser, args):
             _check_file(parser, path, what, None)
     if args.save is not None and not Path(args.save).resolve().parent.is_dir():
         parser.error(f"-s {args.save}: folder {Path(args.save).parent} does not exist")
+    _check_validation(parser, args)
     if any(n < 1 for n in args.measure):
         parser.error(f"-m: cut-offs must be positive integers, got {args.measure}")
     if args.eval_batch < 1:
@@ -153,6 +165,24 @@ def check_args(parser, args):
             backend.resolve_device(args.device)
         except ValueError as err:
             parser.error(f"--device {args.device}: {err}")
+
+
+def _check_validation(parser, args):
+    """--valid, --patience and --plot-curves need training GRU4Rec; --patience needs --valid."""
+    for flag, value in (("--valid", args.valid), ("--patience", args.patience), ("--plot-curves", args.plot_curves)):
+        if value is not None and (args.train is None or args.model != "gru4rec"):
+            parser.error(f"{flag} needs training GRU4Rec (TRAIN_PATH and --model gru4rec)")
+    if args.valid is not None:
+        _check_file(parser, args.valid, "--valid", DATA_SUFFIXES)
+    if args.patience is not None and (args.valid is None or args.patience < 1):
+        parser.error(f"--patience needs --valid and a positive integer, got {args.patience}")
+    if args.plot_curves is not None:
+        if not Path(args.plot_curves).resolve().parent.is_dir():
+            parser.error(f"--plot-curves {args.plot_curves}: folder {Path(args.plot_curves).parent} does not exist")
+        try:
+            plots.require_matplotlib()
+        except ImportError as err:
+            parser.error(f"--plot-curves: {err}")
 
 
 def _check_modes(parser, args):
@@ -226,11 +256,18 @@ def run(args, params):
         logger.info("parameters: %s", ", ".join(f"{k}={v!r}" for k, v in params.items()))
     if args.train is not None:
         started = time.perf_counter()
+        check = validation_callback(args)
+        hooks = {"callbacks": [check]} if check is not None else {}  # baselines take no callbacks
         if args.retrain:
-            model.fit(args.train, retrain=True)
+            model.fit(args.train, retrain=True, **hooks)
         else:
-            model.fit(args.train)
+            model.fit(args.train, **hooks)
         print(training_summary(model, time.perf_counter() - started))
+        if getattr(args, "plot_curves", None) is not None:
+            history = check.history if check is not None else model.epoch_stats_
+            plots.learning_curves(history, args.plot_curves, title=f"GRU4Rec on {Path(args.train).name}"
+                                  + (f", validated on {Path(args.valid).name}" if check is not None else ""))
+            logger.info("learning curves written to %s", args.plot_curves)
     if args.save is not None:
         model.save(args.save)
         logger.info("saved the model to %s", args.save)
@@ -246,6 +283,14 @@ def run(args, params):
             print(primary_metric_line(result, args.primary_metric, args.measure[0]))
         results.append(result)
     return model, results
+
+
+def validation_callback(args):
+    """The per-epoch validation (and early stopping) of --valid/--patience, or None."""
+    if getattr(args, "valid", None) is None:
+        return None
+    return callbacks.Validation(args.valid, cutoffs=args.measure, metric=f"recall@{max(args.measure)}",
+                                patience=args.patience, mode=args.eval_type, batch_size=args.eval_batch)
 
 
 def history_path(args, model):
@@ -308,7 +353,9 @@ def main(argv=None):
             parser.error(f"-pf {err}")
     check_args(parser, args)
     configure_logging(args.log_level)
-    if args.compilation_cache:
+    if args.compilation_cache and args.compilation_cache.lower() in backend.CACHE_OFF:
+        backend.disable_compilation_cache()
+    elif args.compilation_cache:
         backend.enable_compilation_cache(args.compilation_cache)
     try:
         params = model_params(args)
