@@ -80,6 +80,7 @@ def _files(folder):
     return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow  # a fresh process or a whole benchmark run: in the slow set
 def test_compilation_cache_is_on_by_default_and_reused(tmp_path):
     folder = tmp_path / "xdg" / "gru4rec" / "jax"
     assert backend.default_cache_folder({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == folder
@@ -90,6 +91,7 @@ def test_compilation_cache_is_on_by_default_and_reused(tmp_path):
     assert _files(folder) == first  # the second fit of the same shapes compiled from the cache
 
 
+@pytest.mark.slow  # a fresh process or a whole benchmark run: in the slow set
 def test_compilation_cache_opt_out_and_own_folder(tmp_path):
     _fit_in_fresh_process(tmp_path, GRU4REC_COMPILATION_CACHE="off")
     assert not (tmp_path / "xdg").exists()

@@ -16,6 +16,7 @@ def speed():
     return module
 
 
+@pytest.mark.slow  # a fresh process or a whole benchmark run: in the slow set
 def test_smoke_preset_prints_machine_rows_and_writes_json(speed, tmp_path, capsys):
     out = tmp_path / "speed.json"
     assert speed.main(["--preset", "smoke", "--steps", "1,4", "--epochs", "1", "--test-events", "300",
