@@ -67,7 +67,7 @@ def _reference_bptt(params, model, init):
     log_support = np.log(np.maximum(np.bincount(idx(BPTT_DATA.ItemId.to_numpy()), minlength=model.n_items_), 1))
     ref_cfg = dict(mode=cfg.mode, n_layers=len(cfg.layers), loss=cfg.loss, final_act=cfg.final_act, logq=cfg.logq,
                    sample_alpha=cfg.sample_alpha, bpreg=cfg.bpreg, lmbd=cfg.lmbd, learning_rate=cfg.learning_rate,
-                   momentum=cfg.momentum, adapt=cfg.adapt)
+                   momentum=cfg.momentum, adapt=cfg.adapt, adapt_params=cfg.adapt_params)
     store = np.asarray(model._store_var.get_value(borrow=True))
     inputs = np.array([idx(s) for s in SLOT_INPUTS]).T  # (steps, slots)
     targets = np.array([idx(s) for s in SLOT_TARGETS]).T
@@ -122,6 +122,7 @@ def test_bptt_cut_by_resets_is_bptt_1():
         np.testing.assert_allclose(three[key], one[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
+@pytest.mark.slow  # a fresh process or a whole benchmark run: in the slow set
 def test_bptt_with_dropout_learns_planted_successors():
     """Dropout masks are kept per window step (carried through scan); training still works."""
     train, test = synthetic.split_by_time(synthetic.generate_sessions(n_sessions=1500, n_items=60, seed=2))
@@ -273,6 +274,7 @@ def test_user_mode_without_session_column_saves_and_loads(tmp_path):
     assert a["recall"] == b["recall"] and a["n_points"] == len(data)  # every event is a target
 
 
+@pytest.mark.slow  # a fresh process or a whole benchmark run: in the slow set
 def test_sequence_benchmark_tiny_run(tmp_path, capsys):
     import importlib.util
     import json
