@@ -43,7 +43,7 @@ def target_ranks(scores, target_scores, target_in_scores, mode, xp=np):
 
 
 def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=None, batch_size=512,
-             steps_per_call=32, return_ranks=False, show_progress=False, history=None):
+             steps_per_call=32, return_ranks=False, show_progress=False, history=None, allow_pickle=False):
     """Recall@N and MRR@N of next-item prediction on `test_data`, all cut-offs in one pass.
 
     Parameters
@@ -70,11 +70,15 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         state after feeding the user's history (in time order, unknown items skipped), and the
         user's first test event is predicted too, from the last history event (a point with
         position -1 in the ranks). Users without history start from zero as usual.
+    allow_pickle : bool, default False
+        Read ``.pkl``/``.pickle`` paths (test data and history); a pickle runs code when read.
 
     Returns
     -------
     dict with 'recall' and 'mrr' ({N: value}), 'n_points', 'n_dropped' (test events with unknown
     items), 'seconds', and with return_ranks a DataFrame 'ranks' (SessionId, position, rank).
+    A model whose scores are not finite (NaN or inf) raises ValueError instead: NaN scores would
+    rank every target first.
 
     Examples
     --------
@@ -93,7 +97,7 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         raise ValueError("history continues users' hidden states: it needs a GRU4Rec model fitted with user_key")
     reader = sessiondata.SequenceReader(model.session_key, model.item_key, model.time_key, user_key,
                                         getattr(model, "reset_between_sessions", False))
-    events = reader.load(test_data)
+    events = reader.load(test_data, allow_pickle=allow_pickle)
 
     def group(frame, keep_rows=False):
         return reader.group(frame, item_map, drop_unknown=True, keep_rows=keep_rows)
@@ -102,7 +106,8 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
     init = None
     if history is not None:
-        test, init = _continued(model, group, test, events, reader.load(history), batch_size, steps_per_call)
+        past = reader.load(history, allow_pickle=allow_pickle)
+        test, init = _continued(model, group, test, events, past, batch_size, steps_per_call)
     if test.n_steps == 0:
         unit = "user" if user_key else "session"
         raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate")
@@ -120,6 +125,9 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
             ranks.append((chunk, chunk_ranks))
     n = test.n_steps
     sums = np.sum([np.asarray(p, dtype=float) for p in pending], axis=0)
+    if sums[-1]:  # NaN scores would rank every target first: refuse them rather than report them
+        raise ValueError(f"the model's scores are not finite (NaN or inf) at {int(sums[-1])} of {n} evaluation "
+                         "points: its weights are damaged or overflow float32; no metric is reported")
     result = {"recall": {c: float(sums[i] / n) for i, c in enumerate(cutoffs)},
               "mrr": {c: float(sums[len(cutoffs) + i] / n) for i, c in enumerate(cutoffs)},
               "n_points": n, "n_dropped": test.n_dropped, "seconds": time.perf_counter() - started}
@@ -186,19 +194,20 @@ class _HostScorer:
         model.reset_state()
 
     def __call__(self, chunk):
-        ranks = np.zeros(chunk.active.shape)
+        ranks, not_finite = np.zeros(chunk.active.shape), 0
         for k in range(len(chunk.active)):
             if not chunk.active[k].any():
                 continue
             scores = np.asarray(self.model.score_step(chunk.reset[k], chunk.inputs[k], chunk.active[k]))
             rows = np.arange(len(scores))
+            not_finite += int((chunk.active[k] & ~np.isfinite(scores).all(axis=1)).sum())
             target = scores[rows, chunk.targets[k]]
             in_scores = np.ones(len(scores))
             if self.cand_idx is not None:
                 in_scores = np.isin(chunk.targets[k], self.cand_idx).astype(float)
                 scores = scores[:, self.cand_idx]
             ranks[k] = np.where(chunk.active[k], target_ranks(scores, target, in_scores, self.mode), 0)
-        sums = _metric_sums(ranks, chunk.active, self.cutoffs)
+        sums = _metric_sums(ranks, chunk.active, self.cutoffs) + [not_finite]
         return np.array(sums, dtype=float), ranks
 
 
@@ -258,32 +267,35 @@ def _compile_rank_fn(model, batch_size, steps, cutoffs, mode, subset, return_ran
             args = (*states, *args[n_layers:])
         states, cand_args = args[: len(hidden)], args[len(hidden):]
         new_states = model._step_graph(item_idx, reset, list(states))
-        ranks = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args)
-        return [*new_states, pt.switch(active, ranks, 0).astype(backend.FLOATX)]
+        ranks, finite = _graph_ranks(model, new_states[-1], target_idx, mode, *cand_args)
+        return [*new_states, pt.switch(active, ranks, 0).astype(backend.FLOATX), active & ~finite]
 
-    outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None], non_sequences=cand,
+    outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None, None], non_sequences=cand,
                             n_steps=steps, return_updates=False)
-    ranks = outputs[-1]  # (K, B)
-    sums = pt.stack(_metric_sums(ranks, seqs[3], cutoffs, xp=pt)).astype(backend.FLOATX)
-    updates = {var: out[-1] for var, out in zip(hidden, outputs[:-1])}
+    ranks, not_finite = outputs[-2], outputs[-1]  # (K, B) each
+    # the count of points with a non-finite score rides along with the sums: no extra sync
+    sums = pt.stack(_metric_sums(ranks, seqs[3], cutoffs, xp=pt) + [pt.sum(not_finite)]).astype(backend.FLOATX)
+    updates = {var: out[-1] for var, out in zip(hidden, outputs[:-2])}
     fn = backend.compile_fn(seqs + cand, [sums, ranks] if return_ranks else [sums], updates)
     return fn, hidden
 
 
 def _graph_ranks(model, hidden_last, target_idx, mode, cand_idx=None, cand_pos=None):
-    """Ranks (B,) of the targets; scores are ranked as final_act gives them (logits for softmax)."""
+    """Ranks (B,) of the targets and whether each row's scores are all finite (B,) bool; scores are
+    ranked as final_act gives them (logits for softmax)."""
     weights = model._weights()
     act = model._rank_activation()
     rows = pt.arange(target_idx.shape[0], dtype="int32")
     if cand_idx is None:
         scores = act(hidden_last @ weights["Wy"].T + weights["By"])  # (B, n_items)
-        return target_ranks(scores, scores[rows, target_idx], 1, mode, xp=pt)
+        return target_ranks(scores, scores[rows, target_idx], 1, mode, xp=pt), pt.all(pt.isfinite(scores), axis=1)
     scores = act(hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx])  # (B, n_cand)
     own = act(pt.sum(hidden_last * weights["Wy"][target_idx], axis=1) + weights["By"][target_idx])
     pos = cand_pos[target_idx]
     in_scores = pos >= 0
     target = pt.switch(in_scores, scores[rows, pt.maximum(pos, 0)], own)  # the column itself where scored
-    return target_ranks(scores, target, in_scores, mode, xp=pt)
+    finite = pt.all(pt.isfinite(scores), axis=1) & pt.isfinite(target)
+    return target_ranks(scores, target, in_scores, mode, xp=pt), finite
 
 
 # ---------------------------------------------------------------- user histories (issue 8)
