@@ -115,6 +115,9 @@ def check_args(parser, args):
             _check_file(parser, path, what, None)
     if args.save is not None:
         _check_writable(parser, args.save)
+    if args.load is not None and args.train is None and not args.test and args.save is None:
+        parser.error("nothing to do with -l MODEL alone: add -t TEST_PATH to evaluate it, TRAIN_PATH --retrain "
+                     "to continue training it, or -s PATH to save a copy")
     if any(n < 1 for n in args.measure):
         parser.error(f"-m: cut-offs must be positive integers, got {args.measure}")
     if args.eval_batch < 1:
@@ -141,9 +144,6 @@ def _check_modes(parser, args):
         return
     if args.train is not None and not args.retrain:
         parser.error("TRAIN_PATH with -l: add --retrain to continue training the loaded model on it")
-    if args.train is None and not args.test and args.save is None:
-        parser.error("nothing to do with -l MODEL alone: add -t TEST_PATH to evaluate it, TRAIN_PATH --retrain "
-                     "to continue training it, or -s PATH to save a copy")
     if args.retrain and args.train is None:
         parser.error("--retrain needs TRAIN_PATH, the data to continue training on")
     if (args.params or args.param_file) and not args.retrain:
