@@ -686,28 +686,10 @@ class GRU4Rec:
         grads = pt.grad(loss, [state[n] for n in dense] + [rows[n] for n in idx])
         new = self._apply_gradients(cfg, state, dense, dict(zip(dense, grads)), idx, rows,
                                     dict(zip(idx, grads[len(dense):])), touched, loss, active)
-        new, finite = self._keep_finite(cfg, state, new, idx)
         new.update(carried)
         new["rng"] = rng
-        return [new[n] for n in names] + [pt.switch(finite, loss, np.float32(np.nan))]
-
-    def _keep_finite(self, cfg, state, new, idx):
-        """Undo a step whose new weights or optimiser state are not finite (a finite loss with an
-        overflowing update); returns (guarded new values, finite flag). Only the touched rows of the
-        item matrices are checked and restored: no pass over the whole matrix. The returned loss is
-        then NaN, so that training stops and reports it (conformance: divergence)."""
-        sparse = {key: idx[name] for name in idx for key in [name] + self._optimizer_keys(cfg, name)}
-        dense = [key for name in self._param_names if name not in idx
-                 for key in [name] + self._optimizer_keys(cfg, name)]
-        new_rows = {key: new[key][rows] for key, rows in sparse.items()}
-        finite = pt.all(pt.stack([pt.all(pt.isfinite(new[key])) for key in dense] +
-                                 [pt.all(pt.isfinite(value)) for value in new_rows.values()]))
-        guarded = dict(new, ok=new["ok"] & finite, step=pt.switch(finite, new["step"], state["step"]))
-        for key in dense:
-            guarded[key] = pt.switch(finite, new[key], state[key])
-        for key, rows in sparse.items():
-            guarded[key] = pt.set_subtensor(new[key][rows], pt.switch(finite, new_rows[key], state[key][rows]))
-        return guarded, finite
+        stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
+        return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
 
     def _bptt_window(self, cfg, state, x_idx, reset, active):
         """The slot's last T steps (T = bptt): the carried T-1 and this one, oldest first, (T, B) each.
@@ -778,9 +760,11 @@ class GRU4Rec:
             scale = pt.switch(norm2 > cfg.grad_cap ** 2, np.float32(cfg.grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
             dense_grads = {n: g * scale for n, g in dense_grads.items()}
             row_grads = {n: g * scale for n, g in row_grads.items()}
-        ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
-        apply = ok & pt.any(active)  # padded steps at the end of an epoch change nothing
         step = state["step"] + 1
+        ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
+        finite = self._updates_finite(cfg, state, dense_grads, idx, rows, row_grads, touched, step)
+        ok = ok & (finite | ~pt.any(active))  # a padding step applies nothing: its values do not count
+        apply = ok & pt.any(active)  # padded steps at the end of an epoch change nothing
         new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
         for name in dense:
             self._optimize(cfg, state, name, dense_grads[name], state[name], step, new,
@@ -791,6 +775,27 @@ class GRU4Rec:
             self._optimize(cfg, state, name, row_grads[name], rows[name], step, new,
                            lambda old, value: pt.switch(apply, value - old, 0), idx[name], w)
         return new
+
+    @staticmethod
+    def _updates_finite(cfg, state, dense_grads, idx, rows, row_grads, touched, step):
+        """Whether every new weight, optimiser state and velocity of this step is finite.
+
+        The same pure update functions, on the dense parameters and on the touched rows only (no
+        pass over an item matrix): a finite loss with an overflowing update (a huge learning rate)
+        then changes nothing and stops training (conformance: divergence).
+        """
+        flags = []
+        for name, grad in [*dense_grads.items(), *row_grads.items()]:
+            gather = (lambda k: state[k][idx[name]]) if name in idx else (lambda k: state[k])
+            param = rows[name] if name in idx else state[name]
+            states = [gather(f"{s}/{name}") for s in OPTIMIZER_STATES[cfg.adapt]]
+            update, new_states = optimizer_step(cfg.adapt, cfg.adapt_consts, grad, states,
+                                                np.float32(cfg.learning_rate), step)
+            velocity = gather(f"velocity/{name}") if cfg.momentum else None
+            value, new_velocity = apply_update(param, update, velocity, np.float32(cfg.momentum))
+            skip = ~touched[name].reshape((-1,) + (1,) * (param.ndim - 1)) if name in idx else np.array(False)
+            flags += [pt.all(pt.isfinite(v) | skip) for v in [value, *new_states, new_velocity] if v is not None]
+        return pt.all(pt.stack(flags))
 
     def _optimize(self, cfg, state, name, grad, param, step, new, combine, idx=None, weight=None):
         """Write the new value of parameter `name` and its optimiser state into `new`.
@@ -1300,7 +1305,7 @@ class GRU4Rec:
 
     def _top_k(self, hidden_last, seen, k):
         """(ids, scores) of the k best items per row, computed on the device in chunks of rows."""
-        chunk = min(1024, _bucket(len(hidden_last)))
+        chunk = min(128, _bucket(len(hidden_last)))  # measured fastest on a 2-core CPU (bench/recommend.py)
         width = max((len(s) for s in seen), default=0) if seen is not None else 0
         results = []
         for start in range(0, len(hidden_last), chunk):
