@@ -3,7 +3,8 @@
 A faithful implementation of Hidasi et al., "Session-based Recommendations with Recurrent Neural
 Networks" (ICLR 2016) and Hidasi & Karatzoglou, "Recurrent Neural Networks with Top-k Gains for
 Session-based Recommendations" (CIKM 2018), written as a PyTensor graph and compiled with JAX.
-The behaviour reference is SPEC.md; section numbers in comments (``SPEC §n``) point into it.
+How each option compares with the authors' code is in docs/conformance.md; comments
+``# conformance: NAME`` point to its rows.
 """
 import contextlib
 import dataclasses
@@ -21,10 +22,12 @@ import numpy as np
 import pandas as pd
 import pytensor
 import pytensor.tensor as pt
-from tqdm.auto import tqdm
 
-from gru4rec_lib import sessiondata
+from gru4rec_lib import progress, sessiondata
+from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.sampling import SampleStore
+from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
+from gru4rec_lib.optim import OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients  # noqa: F401 (re-exported)
 from gru4rec_lib.backend import (
     FLOATX,
     TopK,
@@ -33,6 +36,7 @@ from gru4rec_lib.backend import (
     float32_graph,
     resolve_device,
     schedule_inputs,
+    set_on_device,
     shared_on_device,
 )
 
@@ -42,6 +46,18 @@ logger = logging.getLogger(__name__)
 
 
 NotFittedError = sessiondata.NotFittedError  # raised when a model is used before `fit` (or `load`)
+
+
+def _check_callbacks(callbacks):
+    """fit's callbacks as a list; TypeError naming the bad one."""
+    if callbacks is None:
+        return []
+    if callable(callbacks) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}; wrap one in a list: [callback]")
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks: {callback!r} is not callable; each is called as callback(model, stats)")
+    return list(callbacks)
 
 
 class ModelFitError(RuntimeError):
@@ -83,7 +99,7 @@ def _masked_softmax(scores, mask):
 
 
 def _smoothed(nll_pos, nll_all, col_mask, smoothing):
-    """(1 - e*n/(n-1)) * nll_ii + e/(n-1) * sum_j nll_ij with n valid columns (SPEC §5)."""
+    """(1 - e*n/(n-1)) * nll_ii + e/(n-1) * sum_j nll_ij with n valid columns (# conformance: smoothing)."""
     if not smoothing:
         return nll_pos
     n = pt.sum(col_mask, axis=1).astype(FLOATX)
@@ -119,15 +135,21 @@ def _masked_mean(values, mask):
 def bpr(scores, pos, col_mask):
     """mean_j -log sigmoid(r_ii - r_ij) (softplus form: same value, stable).
 
-    As in the reference, the mean runs over every column of the row, the positive's own included
-    (a constant log(2)/n in bpr, the term sigmoid(r_ii^2)/n in top1); the *-max losses exclude it.
+    The mean runs over every valid column of the row, the positive's own included (a constant
+    log(2)/n); the *-max losses exclude it. # conformance: bpr
     """
     return _masked_mean(pt.softplus(scores - _positive(scores, pos)), col_mask)
 
 
 def top1(scores, pos, col_mask):
-    """mean_j [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)] over every column (see `bpr`)."""
-    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), col_mask)
+    """mean_j [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)] - sigmoid(r_ii^2) / n over the n valid columns.
+
+    The mean includes the positive's own column (a constant 0.5/n); its score regulariser
+    sigmoid(r_ii^2)/n is taken back out. # conformance: top1
+    """
+    n = pt.maximum(pt.sum(col_mask, axis=1), 1).astype(FLOATX)
+    own = pt.sigmoid(pt.sum(pt.switch(pos, scores, 0), axis=1) ** 2) / n
+    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), col_mask) - own
 
 
 def top1_max(scores, pos, neg_mask):
@@ -150,7 +172,7 @@ LOSSES = {"cross-entropy": "softmax", "xe_logit": "softmax_logit", "bpr": None, 
 
 
 def loss_rows(loss, scores, pos, col_mask, smoothing=0.0, bpreg=1.0):
-    """Per-row loss (B,) of a score matrix with the positives at `pos` (SPEC §5)."""
+    """Per-row loss (B,) of a score matrix with the positives at `pos` (# conformance: losses)."""
     neg_mask = col_mask & ~pos
     if loss == "cross-entropy":
         return cross_entropy(scores, pos, col_mask, smoothing)
@@ -165,7 +187,7 @@ def loss_rows(loss, scores, pos, col_mask, smoothing=0.0, bpreg=1.0):
 
 # ---------------------------------------------------------------- GRU step
 def gru_step(x_proj, hidden, Wh, hidden_act):
-    """One GRU layer step (SPEC §2), input projection x.Wx + b precomputed as `x_proj` (B, 3h).
+    """One GRU layer step (# conformance: gru), input projection x.Wx + b precomputed as `x_proj` (B, 3h).
 
     r = sigmoid(x Wr + h Ur + br), z = sigmoid(x Wz + h Uz + bz),
     h~ = hidden_act(x Wh + (r * h) Uh + bh), h' = (1 - z) * h + z * h~.
@@ -190,54 +212,6 @@ def dropout(x, p, rng, shape):
 def apply_dropout(x, keep, p):
     """x / (1 - p) where the mask `keep` is true, else 0 (x itself when p is 0)."""
     return pt.switch(keep, x / np.float32(1 - p), 0).astype(FLOATX) if p else x
-
-
-# ---------------------------------------------------------------- optimisers
-OPTIMIZER_DEFAULTS = {
-    "adagrad": {"epsilon": 1e-6},
-    "rmsprop": {"decay": 0.9, "epsilon": 1e-6},
-    "adadelta": {"decay": 0.95, "epsilon": 1e-6},
-    "adam": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
-    None: {},
-}
-OPTIMIZER_STATES = {"adagrad": ("acc",), "rmsprop": ("acc",), "adadelta": ("acc", "acc_delta"),
-                    "adam": ("m", "v"), None: ()}
-
-
-def optimizer_step(adapt, consts, grad, states, learning_rate, step):
-    """Return (update u, new states) for one parameter (dense or gathered rows), elementwise.
-
-    adagrad: acc += g^2; u = -lr g / sqrt(acc + eps)
-    rmsprop: acc = d acc + (1-d) g^2; u = -lr g / sqrt(acc + eps)
-    adadelta: acc = d acc + (1-d) g^2; dx = g sqrt(acc_delta + eps) / sqrt(acc + eps);
-              acc_delta = d acc_delta + (1-d) dx^2; u = -lr dx
-    adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; u = -lr m^ / (sqrt(v^) + eps), bias-corrected by step
-    None (SGD): u = -lr g
-    """
-    eps = consts.get("epsilon", 0.0)
-    if adapt is None:
-        return -learning_rate * grad, []
-    if adapt in ("adagrad", "rmsprop"):
-        acc = states[0] + grad ** 2 if adapt == "adagrad" else consts["decay"] * states[0] + (1 - consts["decay"]) * grad ** 2
-        return -learning_rate * grad / pt.sqrt(acc + eps), [acc]
-    if adapt == "adadelta":
-        decay = consts["decay"]
-        acc = decay * states[0] + (1 - decay) * grad ** 2
-        delta = grad * pt.sqrt(states[1] + eps) / pt.sqrt(acc + eps)
-        return -learning_rate * delta, [acc, decay * states[1] + (1 - decay) * delta ** 2]
-    b1, b2 = consts["beta1"], consts["beta2"]
-    m = b1 * states[0] + (1 - b1) * grad
-    v = b2 * states[1] + (1 - b2) * grad ** 2
-    m_hat, v_hat = m / (1 - b1 ** step), v / (1 - b2 ** step)
-    return -learning_rate * m_hat / (pt.sqrt(v_hat) + eps), [m, v]
-
-
-def apply_update(param, update, velocity, momentum):
-    """New (param, velocity): classical momentum on the scaled step (SPEC §6), else p + u."""
-    if velocity is None:
-        return param + update, None
-    velocity = momentum * velocity + update
-    return param + velocity, velocity
 
 
 # ---------------------------------------------------------------- the model
@@ -286,8 +260,11 @@ def _check_activation(name, value, final=False):
 
 
 def _check_loss(p):
+    """Loss, activations and smoothing; a final_act of None becomes the loss's own (in `p`)."""
     _check(p["loss"] in LOSSES, "loss", p["loss"], f"one of {list(LOSSES)}")
     required = LOSSES[p["loss"]]
+    if p["final_act"] is None:
+        p["final_act"] = required or "linear"
     if required is not None or p["final_act"] in ("softmax", "softmax_logit"):
         _check(p["final_act"] == required, "final_act", p["final_act"],
                f"{required!r} with loss={p['loss']!r}" if required else
@@ -380,7 +357,7 @@ def make_config(params):
     return Config(**p, mode=mode, emb_size=emb_size, adapt_consts=consts)
 
 
-class GRU4Rec:
+class GRU4Rec(SequenceMixin, SessionModel):
     """GRU4Rec session-based recommender (Hidasi et al. 2016; Hidasi & Karatzoglou 2018).
 
     Parameters
@@ -389,9 +366,11 @@ class GRU4Rec:
         'cross-entropy' (needs final_act='softmax'), 'xe_logit' (needs final_act='softmax_logit'),
         'bpr-max', 'top1-max', 'bpr', 'top1'. Use cross-entropy or bpr-max (with final_act elu-0.5,
         elu-1 or linear); bpr and top1 suffer from vanishing gradients.
-    final_act : str, default 'linear'
+    final_act : str or None, default None
         Activation of the scores: 'linear', 'relu', 'tanh', 'leaky-X', 'elu-X', 'selu-X-Y',
-        'softmax' (with cross-entropy), 'softmax_logit' (with xe_logit).
+        'softmax' (with cross-entropy), 'softmax_logit' (with xe_logit). None: the loss's own,
+        softmax with cross-entropy, softmax_logit with xe_logit, linear with the others (as the
+        PyTorch port, which derives it from the loss); get_params keeps None.
     hidden_act : str, default 'tanh'
         Activation of the GRU candidate state (the gates are always sigmoid).
     layers : tuple of int, default (100,)
@@ -406,10 +385,11 @@ class GRU4Rec:
         Dropout on every GRU layer's output; the dropped-out vector is carried as hidden state.
     learning_rate : float, default 0.1
     momentum : float, default 0.0
-        Classical momentum on the optimiser's scaled step (0 disables it).
+        Classical momentum on the optimiser's step, L2 term included (0 disables it).
     lmbd : float, default 0.0
-        L2 regularisation: lmbd * p is added to the gradient of every dense parameter and of every
-        item row touched in the step (SPEC is silent on the form; this is the weight-decay form).
+        L2 regularisation of every dense parameter and of every
+        item row touched in the step, after the optimiser's scaling: p -= lr * (d + lmbd * p), d the
+        optimiser's direction (outside grad_cap; see docs/conformance.md, lmbd).
     embedding : int or 'layersize', default 0
         0: no embedding, the first layer's input weights are indexed by item (one-hot input);
         k > 0: a separate item embedding of size k; 'layersize': k = layers[0].
@@ -433,11 +413,13 @@ class GRU4Rec:
     sigma : float, default 0.0
         If > 0, use it as s for every weight block.
     adapt : {'adagrad', 'rmsprop', 'adadelta', 'adam', None}, default 'adagrad'
-        Optimiser; None is plain SGD.
+        Optimiser; None is plain SGD. adadelta runs at learning rate 1.0 (learning_rate is then
+        ignored, with a warning), as in the authors' code. Formulas: gru4rec_lib/optim.py.
     adapt_params : dict or None, default None
         Optimiser constants overriding ``OPTIMIZER_DEFAULTS`` (e.g. {'decay': 0.9, 'epsilon': 1e-6}).
     grad_cap : float, default 0.0
-        If > 0, rescale the gradient when its global norm exceeds it.
+        If > 0, rescale the gradient when its global norm reaches it. The norm runs over the dense
+        gradients and the gradient of every occurrence of an item row, before the L2 term.
     train_random_order : bool, default False
         Visit sessions in a fresh random order each epoch (overrides time_sort).
     time_sort : bool, default True
@@ -452,7 +434,8 @@ class GRU4Rec:
     device : {None, 'cpu', 'gpu', 'cuda'}, default None
         Compute device; None uses JAX's default (a GPU when JAX sees one).
     show_progress : bool, default True
-        Show a tqdm progress bar per epoch.
+        Show a progress bar of mini-batches per epoch when stderr is a terminal (elsewhere the
+        INFO log line per epoch reports progress).
     session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
         Column names of the event data (session_key may be None with user_key).
     bptt : int, default 1
@@ -461,7 +444,7 @@ class GRU4Rec:
         T > 1 every step recomputes its slot's last T GRU steps from the state T-1 steps back,
         with the current weights and the dropout masks those steps had, and the item rows fed in
         those steps get gradients too; one optimiser step per mini-batch as with T = 1
-        (Williams & Peng's BPTT(T, 1)). SPEC is silent on this extension.
+        (Williams & Peng's BPTT(T, 1)). An extension: the authors' code has no BPTT.
     user_key : str or None, default None
         Sequence-aware mode: the column of user ids. Each user's events (all sessions, in time
         order) form one sequence that occupies a slot; every consecutive pair of events is a
@@ -482,7 +465,17 @@ class GRU4Rec:
         Item id of each item index (the columns of score matrices).
     n_items_ : int
     epoch_losses_ : list of float
-        Mean training loss of each epoch of the last `fit`.
+        Training loss of each epoch of the last `fit`: the mini-batch losses (sum over the active
+        rows / batch_size) averaged with their numbers of active rows as weights.
+    stopped_epoch_ : int or None
+        The epoch after which a `fit` callback stopped training; None if all epochs ran.
+
+    Notes
+    -----
+    The model interface shared with the baselines (`gru4rec_lib.interface.SessionModel`), which
+    evaluation uses: `fit`, `reset_state`, `score_step`, `score_steps` (on the device) and
+    ``item_ids_``. The sequence-aware extension (``bptt``, ``user_key``) is in
+    `gru4rec_lib.sequences`.
 
     Examples
     --------
@@ -493,7 +486,7 @@ class GRU4Rec:
     50
     """
 
-    def __init__(self, loss="bpr-max", final_act="linear", hidden_act="tanh", layers=(100,), n_epochs=10,
+    def __init__(self, loss="bpr-max", final_act=None, hidden_act="tanh", layers=(100,), n_epochs=10,
                  batch_size=32, dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0,
                  lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
@@ -567,17 +560,19 @@ class GRU4Rec:
         state = {}
         for name, (shape, n_blocks) in self._param_shapes(cfg, n_items).items():
             state[name] = self._init_weight(cfg, shape, n_blocks, rng)
-            state.update({key: np.zeros(shape, dtype=FLOATX) for key in self._optimizer_keys(cfg, name)})
+            state.update({key: np.zeros(Optimizer.state_shape(key, shape), dtype=FLOATX)
+                          for key in self._optimizer_keys(cfg, name)})
         state["step"] = np.zeros((), dtype=FLOATX)
         return state
 
-    @staticmethod
-    def _optimizer_keys(cfg, name):
-        """State keys of parameter `name`'s optimiser state and velocity."""
-        return [f"{s}/{name}" for s in OPTIMIZER_STATES[cfg.adapt]] + ([f"velocity/{name}"] if cfg.momentum else [])
+    @classmethod
+    def _optimizer_keys(cls, cfg, name):
+        """State keys of parameter `name`: optimiser state (Adam: a per-row count on item matrices), velocity."""
+        sparse = name in cls._sparse_names(cfg)
+        return Optimizer(cfg.adapt, momentum=cfg.momentum).state_keys(name, sparse)
 
     def _grown_state(self, cfg, n_items, rng):
-        """The fitted state with rows for new items appended (SPEC §8): weights initialised as new,
+        """The fitted state with rows for new items appended (# conformance: retrain): weights initialised as new,
         optimiser state and velocity zero. Existing rows and optimiser state are kept (documented in fit)."""
         old = {name: np.asarray(var.get_value(borrow=True)) for name, var in self._state.items()}
         shapes = self._param_shapes(cfg, n_items)
@@ -590,7 +585,7 @@ class GRU4Rec:
             (shape, n_blocks), n_new = shapes[name], n_items - old[name].shape[0]
             old[name] = np.concatenate([old[name], self._init_weight(cfg, shape, n_blocks, rng, n_rows=n_new)])
             for key in self._optimizer_keys(cfg, name):
-                old[key] = np.concatenate([old[key], np.zeros((n_new,) + shape[1:], dtype=FLOATX)])
+                old[key] = np.concatenate([old[key], np.zeros((n_new,) + old[key].shape[1:], dtype=FLOATX)])
         return {key: old[key] for key in keys}
 
     def _check_retrain(self, cfg):
@@ -628,27 +623,17 @@ class GRU4Rec:
                     rng, x = drop(x, cfg.dropout_p_embed, "embed", (cfg.batch_size, cfg.emb_size), rng)
                 x_proj = x @ weights[f"Wx_{layer}"] + weights[f"Bh_{layer}"]
             x = gru_step(x_proj, h, weights[f"Wh_{layer}"], hidden_act)
-            # SPEC §2: the dropped-out vector is the one carried as the next hidden state
+            # conformance: dropout; the dropped-out vector is the one carried as the next hidden state
             rng, x = drop(x, cfg.dropout_p_hidden, layer, (cfg.batch_size, cfg.layers[layer]), rng)
             new_hidden.append(x)
         return rng, new_hidden
-
-    @staticmethod
-    def _keep_shapes(cfg):
-        """Dropout masks a BPTT window keeps per step: name -> (B, width)."""
-        shapes = {}
-        if cfg.dropout_p_embed and cfg.mode != "none":
-            shapes["embed"] = (cfg.batch_size, cfg.emb_size)
-        if cfg.dropout_p_hidden:
-            shapes.update({layer: (cfg.batch_size, h) for layer, h in enumerate(cfg.layers)})
-        return shapes
 
     @staticmethod
     def _input_name(cfg):
         return {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg.mode]
 
     def _train_step(self, cfg, names, batch_size, x_idx, y_idx, reset, active, sample_row, *args):
-        """One session-parallel training step (SPEC §3-6) as the inner function of `scan`."""
+        """One session-parallel training step (# conformance: schedule) as the inner function of `scan`."""
         n_state = len(names)
         state = dict(zip(names, args[:n_state]))
         store, log_support, log_support_alpha = args[n_state:]
@@ -673,7 +658,7 @@ class GRU4Rec:
             carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
         Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
         scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
-        if cfg.logq:  # SPEC §4: q = supp for in-batch targets, supp^alpha for sampled columns
+        if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
             log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
             scores = scores - np.float32(cfg.logq) * log_q
         if LOSSES[cfg.loss] is None:
@@ -684,151 +669,15 @@ class GRU4Rec:
         loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
         dense = [n for n in self._param_names if n not in idx]
         grads = pt.grad(loss, [state[n] for n in dense] + [rows[n] for n in idx])
-        new = self._apply_gradients(cfg, state, dense, dict(zip(dense, grads)), idx, rows,
-                                    dict(zip(idx, grads[len(dense):])), touched, loss, active)
+        row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n]) for n, g in zip(idx, grads[len(dense):])}
+        # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
+        new = apply_gradients(Optimizer.from_config(cfg), cfg.grad_cap, state, dict(zip(dense, grads)), row_grads,
+                              loss, active, min_active=1 if cfg.n_sample else 2)
         new.update(carried)
         new["rng"] = rng
         stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
         return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
 
-    def _bptt_window(self, cfg, state, x_idx, reset, active):
-        """The slot's last T steps (T = bptt): the carried T-1 and this one, oldest first, (T, B) each.
-
-        "touched": a step's input row gets a gradient, i.e. the step was real and no reset
-        follows it inside the window (a reset cuts the gradient path to the steps before it).
-        """
-        window = {key: pt.concatenate([state[f"window/{key}"], value[None]])
-                  for key, value in (("x", x_idx), ("reset", reset), ("active", active))}
-        later = [pt.zeros_like(reset)]  # later[j]: a reset at one of the steps after j
-        for j in range(cfg.bptt - 1, 0, -1):
-            later.append(later[-1] | window["reset"][j])
-        window["touched"] = window["active"] & ~pt.stack(later[::-1])
-        return window
-
-    def _bptt_forward(self, cfg, state, window, x_rows, hidden):
-        """GRU steps over the window from the state T-1 steps back, with the current weights.
-
-        Returns (rng, hidden after the last step, new carried state): the carry is the state
-        after the window's oldest step and the window without it. Dropout masks are drawn for
-        the newest step only and kept for the steps after, so every recomputation of a step
-        drops the same units.
-        """
-        T, B = cfg.bptt, cfg.batch_size
-        x_rows = x_rows.reshape((T, B, x_rows.type.shape[-1]))
-        rng, keeps = state.get("rng"), {}
-        for key, shape in self._keep_shapes(cfg).items():
-            rng, u = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
-            p = cfg.dropout_p_embed if key == "embed" else cfg.dropout_p_hidden
-            keeps[key] = pt.concatenate([state[f"window/keep_{key}"], (u >= p)[None]])
-        carried = {}
-        for j in range(T):
-            hidden = [pt.switch(window["reset"][j][:, None], 0, h) for h in hidden]
-            hidden = self._forward(cfg, state, x_rows[j], hidden, training=True,
-                                   keeps={key: keep[j] for key, keep in keeps.items()})[1]
-            if j == 0:
-                carried.update({f"hidden_{i}": h for i, h in enumerate(hidden)})
-        carried.update({f"window/{key}": window[key][1:] for key in ("x", "reset", "active")})
-        carried.update({f"window/keep_{key}": keep[1:] for key, keep in keeps.items()})
-        return rng, hidden, carried
-
-    def _apply_gradients(self, cfg, state, dense, dense_grads, idx, rows, row_grads, touched, loss, active):
-        """Optimiser updates: dense parameters whole, item matrices only on the touched rows (SPEC §6).
-
-        Duplicate rows: each occurrence sees the summed gradient of its row (a segment sum over the
-        sorted indices, O(occurrences), no n_items-sized buffer) and writes 1/count of the row's
-        change, so a row gets exactly one optimiser step on its summed gradient. A step whose
-        loss or gradient is not finite changes nothing, and neither do the steps after it (`ok`).
-        """
-        weights = {}
-        for name in idx:
-            width = 1 if rows[name].ndim == 1 else state[name].type.shape[1]  # static, for JAX slices
-            n_occ = idx[name].type.shape[0]
-            g = row_grads[name].reshape((n_occ, width))
-            ext = pt.concatenate([g, touched[name][:, None].astype(FLOATX)], axis=1)
-            # duplicates share one segment: the position of their value's first occurrence in sorted order
-            first = pt.searchsorted(pt.sort(idx[name]), idx[name]).astype("int32")
-            summed = pt.inc_subtensor(pt.zeros((n_occ, width + 1), dtype=FLOATX)[first], ext)
-            gathered = summed[first]
-            row_grads[name] = gathered[:, :width].reshape(rows[name].shape)
-            weights[name] = touched[name] / pt.maximum(gathered[:, width], 1)
-        if cfg.lmbd:
-            dense_grads = {n: g + np.float32(cfg.lmbd) * state[n] for n, g in dense_grads.items()}
-            row_grads = {n: g + np.float32(cfg.lmbd) * rows[n] for n, g in row_grads.items()}
-        norm2 = sum(pt.sum(g ** 2) for g in dense_grads.values()) + sum(
-            pt.sum(weights[n].reshape((-1,) + (1,) * (g.ndim - 1)) * g ** 2) for n, g in row_grads.items())
-        if cfg.grad_cap:
-            scale = pt.switch(norm2 > cfg.grad_cap ** 2, np.float32(cfg.grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
-            dense_grads = {n: g * scale for n, g in dense_grads.items()}
-            row_grads = {n: g * scale for n, g in row_grads.items()}
-        step = state["step"] + 1
-        ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
-        finite = self._updates_finite(cfg, state, dense_grads, idx, rows, row_grads, touched, step)
-        ok = ok & (finite | ~pt.any(active))  # a padding step applies nothing: its values do not count
-        apply = ok & pt.any(active)  # padded steps at the end of an epoch change nothing
-        new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
-        for name in dense:
-            self._optimize(cfg, state, name, dense_grads[name], state[name], step, new,
-                           lambda old, value: pt.switch(apply, value, old))
-        for name in idx:
-            w = (weights[name] * apply).reshape((-1,) + (1,) * (rows[name].ndim - 1))
-            # switch, not (value - old) * w alone: after a non-finite step NaN * 0 would be NaN
-            self._optimize(cfg, state, name, row_grads[name], rows[name], step, new,
-                           lambda old, value: pt.switch(apply, value - old, 0), idx[name], w)
-        return new
-
-    @staticmethod
-    def _updates_finite(cfg, state, dense_grads, idx, rows, row_grads, touched, step):
-        """Whether every new weight, optimiser state and velocity of this step is finite.
-
-        The same pure update functions, on the dense parameters and on the touched rows only (no
-        pass over an item matrix): a finite loss with an overflowing update (a huge learning rate)
-        then changes nothing and stops training (conformance: divergence).
-        """
-        flags = []
-        for name, grad in [*dense_grads.items(), *row_grads.items()]:
-            gather = (lambda k: state[k][idx[name]]) if name in idx else (lambda k: state[k])
-            param = rows[name] if name in idx else state[name]
-            states = [gather(f"{s}/{name}") for s in OPTIMIZER_STATES[cfg.adapt]]
-            update, new_states = optimizer_step(cfg.adapt, cfg.adapt_consts, grad, states,
-                                                np.float32(cfg.learning_rate), step)
-            velocity = gather(f"velocity/{name}") if cfg.momentum else None
-            value, new_velocity = apply_update(param, update, velocity, np.float32(cfg.momentum))
-            skip = ~touched[name].reshape((-1,) + (1,) * (param.ndim - 1)) if name in idx else np.array(False)
-            flags += [pt.all(pt.isfinite(v) | skip) for v in [value, *new_states, new_velocity] if v is not None]
-        return pt.all(pt.stack(flags))
-
-    def _optimize(self, cfg, state, name, grad, param, step, new, combine, idx=None, weight=None):
-        """Write the new value of parameter `name` and its optimiser state into `new`.
-
-        Dense: combine(old, value) is the guarded new value. Rows: combine gives the change, which
-        is scaled by `weight` and added to the touched rows.
-        """
-        keys = [f"{s}/{name}" for s in OPTIMIZER_STATES[cfg.adapt]]
-        gather = (lambda k: state[k]) if idx is None else (lambda k: state[k][idx])
-        update, new_states = optimizer_step(cfg.adapt, cfg.adapt_consts, grad, [gather(k) for k in keys],
-                                            np.float32(cfg.learning_rate), step)
-        if idx is not None and cfg.adapt in ("adagrad", "rmsprop"):
-            # write the accumulator first, then read its touched rows back for the step: the update
-            # then depends on the scatter, so XLA needs no copy of the old accumulator
-            old_acc = gather(keys[0])
-            new[keys[0]] = pt.inc_subtensor(state[keys[0]][idx], combine(old_acc, new_states[0]) * weight)
-            acc_rows = new[keys[0]][idx]
-            update = -np.float32(cfg.learning_rate) * grad / pt.sqrt(acc_rows + np.float32(cfg.adapt_consts["epsilon"]))
-            keys, new_states = keys[1:], new_states[1:]
-        velocity_key = f"velocity/{name}"
-        velocity = gather(velocity_key) if cfg.momentum else None
-        value, new_velocity = apply_update(param, update, velocity, np.float32(cfg.momentum))
-        if idx is not None and cfg.momentum:
-            new[velocity_key] = pt.inc_subtensor(state[velocity_key][idx], combine(velocity, new_velocity) * weight)
-            value = param + new[velocity_key][idx]
-        pairs = [(name, param, value)] + list(zip(keys, [gather(k) for k in keys], new_states))
-        if cfg.momentum and idx is None:
-            pairs.append((velocity_key, velocity, new_velocity))
-        for key, old, val in pairs:
-            if idx is None:
-                new[key] = combine(old, val)
-            else:
-                new[key] = pt.inc_subtensor(state[key][idx], combine(old, val) * weight)
 
     @float32_graph
     def _compile_train(self, cfg, support, store):
@@ -838,13 +687,8 @@ class GRU4Rec:
         train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
                       for i, h in enumerate(cfg.layers)}
         train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
-        if cfg.bptt > 1:  # the T-1 steps before the current one; all-reset at the start
-            window = {"x": np.zeros((cfg.bptt - 1, B), np.int32), "reset": np.ones((cfg.bptt - 1, B), bool),
-                      "active": np.zeros((cfg.bptt - 1, B), bool)}
-            window.update({f"keep_{key}": np.ones((cfg.bptt - 1,) + shape, bool)
-                           for key, shape in self._keep_shapes(cfg).items()})
-            train_vars.update({f"window/{key}": shared_on_device(value, f"window/{key}", device)
-                               for key, value in window.items()})
+        if cfg.bptt > 1:  # the T-1 steps before the current one (gru4rec_lib/sequences.py)
+            train_vars.update({key: shared_on_device(value, key, device) for key, value in self._window_start(cfg).items()})
         if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
             train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1
         self._store_var = store.var
@@ -864,20 +708,26 @@ class GRU4Rec:
         return compile_fn(seqs, outputs[-1], updates)
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, data, retrain=False, allow_pickle=False):
-        """Train on session data (SPEC §3); returns self.
+    def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):
+        """Train on session data; returns self.
 
         Parameters
         ----------
         data : DataFrame or path
             Events with the session, item and time columns (TSV/CSV/Parquet/pickle path accepted).
         retrain : bool, default False
-            Continue training the fitted model on `data` (scikit-learn's warm start, SPEC §8): the
+            Continue training the fitted model on `data` (scikit-learn's warm start; # conformance: retrain): the
             weights and the optimiser state (Adagrad accumulators, velocities) are kept, items not
             seen before get new rows initialised as at the start, and sampling popularity is rebuilt
             from `data` (items absent from it keep a support of 1). Shape-changing parameters
             (layers, embedding mode, adapt) cannot change at retrain. A retrain that fails (a bad
-            parameter, bad data, a diverging loss) leaves the model exactly as it was before the call.
+            parameter, bad data, a diverging loss, a callback's exception) leaves the model exactly
+            as it was before the call.
+        callbacks : list of callable or None
+            Each is called after every epoch as ``callback(model, stats)``, ``stats`` a copy of the
+            epoch's ``epoch_stats_`` entry. If any returns True, training stops after that epoch
+            (``stopped_epoch_`` says which); an exception from a callback ends `fit`. See
+            `gru4rec_lib.callbacks.Validation` for validation each epoch and early stopping.
         allow_pickle : bool, default False
             Read a ``.pkl``/``.pickle`` path; loading a pickle runs code from the file, so it needs
             this explicit opt-in.
@@ -897,12 +747,13 @@ class GRU4Rec:
         1
         """
         cfg = self.config()
+        callbacks = _check_callbacks(callbacks)
         if not retrain:
-            return self._fit(cfg, data, False, allow_pickle)
+            return self._fit(cfg, data, False, allow_pickle, callbacks)
         self._check_retrain(cfg)
         snapshot = dict(self.__dict__), self.state_dict()
         try:
-            return self._fit(cfg, data, True, allow_pickle)
+            return self._fit(cfg, data, True, allow_pickle, callbacks)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(snapshot[0])
@@ -910,7 +761,7 @@ class GRU4Rec:
             self._fns = {}  # compiled against the replaced variables
             raise
 
-    def _fit(self, cfg, data, retrain, allow_pickle):
+    def _fit(self, cfg, data, retrain, allow_pickle, callbacks):
         """Prepare the data, build and compile, train (`fit` after the parameter checks)."""
         started = time.perf_counter()
         reader = sessiondata.SequenceReader(cfg.session_key, cfg.item_key, cfg.time_key, cfg.user_key,
@@ -943,9 +794,13 @@ class GRU4Rec:
                 train_fn(idle[0], idle[0], idle[1], idle[2], np.zeros(K, np.int32))
         self.compile_seconds_ = time.perf_counter() - started
         logger.debug("training function compiled in %.2f s", self.compile_seconds_)
-        self.epoch_losses_, self.epoch_stats_ = [], []
+        self.epoch_losses_, self.epoch_stats_, self.stopped_epoch_ = [], [], None
         for epoch in range(cfg.n_epochs):
             self._train_epoch(cfg, train, train_fn, store, order_rng, epoch)
+            if any([callback(self, dict(self.epoch_stats_[-1])) for callback in callbacks]):  # all see it
+                self.stopped_epoch_ = epoch + 1
+                logger.info("training stopped by a callback after epoch %d of %d", epoch + 1, cfg.n_epochs)
+                break
         return self
 
     def _set_fitted(self, cfg, item_map, state, support):
@@ -963,22 +818,24 @@ class GRU4Rec:
         """One pass over the sessions; logs loss, seconds, mini-batches/s and events/s."""
         K, B = cfg.steps_per_call, cfg.batch_size
         order = train.session_order(cfg.time_sort, order_rng if cfg.train_random_order else None)
-        total = sessiondata.n_chunks(train, order, B, K)
-        started, loss_sum, n_steps, pending = time.perf_counter(), 0.0, 0, None
-        with tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.n_epochs}", disable=not cfg.show_progress,
-                  unit="call", leave=False) as bar:
+        total = sessiondata.n_steps(train, order, B)
+        started, loss_sum, n_rows, n_steps, pending = time.perf_counter(), 0.0, 0, 0, None
+        with progress.bar(total, f"epoch {epoch + 1}/{cfg.n_epochs}", cfg.show_progress) as bar:
             for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
                 step_active = chunk.active.any(axis=1)
                 rows, _ = store.rows_for(step_active)
                 losses = train_fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, rows)
                 if pending is not None:  # read the previous call's losses now: the device keeps working
-                    loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
-                    bar.set_postfix(loss=f"{loss_sum / max(n_steps, 1):.4f}", refresh=False)
-                pending = (losses, step_active, index)
-                bar.update(1)
-            loss_sum, n_steps = self._tally(pending, loss_sum, n_steps, epoch, K)
+                    loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)
+                    bar.set_postfix(loss=f"{loss_sum / max(n_rows, 1):.4f}", refresh=False)
+                step_rows = chunk.active.sum(axis=1)
+                pending = (losses, np.where(step_rows >= (1 if cfg.n_sample else 2), step_rows, 0), index)
+                bar.update(int(step_active.sum()))
+                if index == 0:  # the first call may still compile: keep it out of the estimate
+                    progress.restart_clock(bar)
+            loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)
         seconds = time.perf_counter() - started
-        stats = {"epoch": epoch + 1, "loss": loss_sum / n_steps, "seconds": seconds,
+        stats = {"epoch": epoch + 1, "loss": loss_sum / n_rows, "seconds": seconds,
                  "batches_per_s": n_steps / seconds, "events_per_s": train.n_steps / seconds}
         self.epoch_losses_.append(stats["loss"])
         self.epoch_stats_.append(stats)
@@ -986,9 +843,11 @@ class GRU4Rec:
                     seconds, stats["batches_per_s"], stats["events_per_s"])
 
     @staticmethod
-    def _tally(pending, loss_sum, n_steps, epoch, K):
-        """Add one call's losses (a device sync); raise ModelFitError on a non-finite loss."""
-        losses, step_active, index = pending
+    def _tally(pending, loss_sum, n_rows, n_steps, epoch, K):
+        """Add one call's losses (a device sync), each step weighted by its active rows, as the
+        authors' epoch loss is (# conformance: epoch loss); raise ModelFitError on a non-finite loss."""
+        losses, step_rows, index = pending
+        step_active = step_rows > 0
         values = np.asarray(losses)[step_active]
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
@@ -996,7 +855,8 @@ class GRU4Rec:
             raise ModelFitError(f"non-finite loss or update in epoch {epoch + 1}, mini-batch {step}; the model "
                                 "keeps the weights of the last step whose loss and update were finite. Try a "
                                 "lower learning_rate or grad_cap > 0.")
-        return loss_sum + float(values.sum()), n_steps + len(values)
+        rows = step_rows[step_active]
+        return loss_sum + float(values @ rows), n_rows + int(rows.sum()), n_steps + len(values)
 
     # -- prediction ---------------------------------------------------------------------------
     def _check_fitted(self):
@@ -1061,8 +921,121 @@ class GRU4Rec:
             raise ValueError(f"{len(unknown)} item ids unknown to the model, e.g. {list(unknown[:5])}")
         return idx.astype(np.int32)
 
+    # -- the model interface (gru4rec_lib.interface.SessionModel) ---------------------------
+    def reset_state(self, slots=None):
+        """Start the given slots (an int array; all when None) from the zero state.
+
+        Applies to the slots of `score_step` and of `score_steps` (the evaluation's slots).
+        """
+        self._check_fitted()
+        for key, value in self._fns.items():
+            if key[0] == "score_steps":
+                for var in value[1]:
+                    zeroed = np.zeros(var.type.shape, FLOATX) if slots is None else np.array(var.get_value())
+                    zeroed[slots if slots is not None else slice(None)] = 0
+                    set_on_device(var, zeroed, self._cfg.device)
+        slot_states = getattr(self, "_slot_states", None)
+        if slots is None or slot_states is None:
+            self._slot_states = None
+        else:
+            self._slot_states = [np.where(np.isin(np.arange(len(h)), slots)[:, None], 0, h).astype(FLOATX)
+                                 for h in slot_states]
+
+    def score_step(self, reset, input_idx, active):
+        """Feed every slot one item (by index); final_act scores (B, n_items_) of each slot's next item.
+
+        Slots where `reset` is true start from zero first; inactive slots keep their state and
+        score 0. Before the first call (and after `reset_state`) every slot is at zero.
+
+        Examples
+        --------
+        >>> from gru4rec_lib import synthetic
+        >>> events = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=0)
+        >>> model = GRU4Rec(layers=(16,), n_epochs=1, n_sample=8, show_progress=False).fit(events)
+        >>> model.score_step([True, True], [0, 5], [True, True]).shape
+        (2, 40)
+        """
+        reset, input_idx, active = self._check_step(reset, input_idx, active)
+        hidden = getattr(self, "_slot_states", None)
+        if hidden is None or len(hidden[0]) != len(active):
+            hidden = [np.zeros((len(active), h), FLOATX) for h in self._cfg.layers]
+        new = [np.asarray(h) for h in self._feed_fn()(input_idx.astype(np.int32), reset, *hidden)]
+        self._slot_states = [np.where(active[:, None], n, h) for n, h in zip(new, hidden)]
+        scores = np.asarray(self._score_fn()(self._slot_states[-1], np.arange(self.n_items_, dtype=np.int32)))
+        return np.where(active[:, None], scores, 0).astype(FLOATX)
+
+    def score_steps(self, chunk, reduction, candidates=None, keep_values=False, start=None):
+        """K steps of B slots and their reduction as one compiled call on the device.
+
+        See `gru4rec_lib.interface.SessionModel.score_steps`. The returned arrays stay on the
+        device until read. Scores are ranked as final_act gives them, softmax on its logits
+        (same order, without float32 underflow turning small probabilities into ties).
+        `start` (a `gru4rec_lib.sequences.StartStates`) continues user sequences.
+        """
+        self._check_fitted()
+        K, B = chunk.active.shape
+        key = ("score_steps", K, B, reduction, candidates is None, keep_values, start is not None)
+        if key not in self._fns:
+            self._fns[key] = self._compile_score_steps(K, B, reduction, candidates is not None, keep_values,
+                                                       start is not None)
+        extra = reduction.draws(chunk) + (start.step_inputs(chunk) if start is not None else [])
+        cand = [] if candidates is None else [candidates, self._positions(candidates)]
+        out = self._fns[key][0](chunk.inputs, chunk.targets, chunk.reset, chunk.active, *extra, *cand)
+        return out[0], (out[1] if keep_values else None)
+
+    def _positions(self, cand_idx):
+        """(n_items,) int32: position of each item among the candidates, -1 if absent (cached)."""
+        cached = getattr(self, "_cand_positions", (None, None))
+        if cached[0] is not cand_idx:
+            pos = np.full(self.n_items_, -1, dtype=np.int32)
+            pos[cand_idx] = np.arange(len(cand_idx), dtype=np.int32)
+            self._cand_positions = cached = (cand_idx, pos)
+        return cached[1]
+
+    @float32_graph
+    def _compile_score_steps(self, steps, batch_size, reduction, subset, keep_values, continued):
+        """Compile K steps: feed the inputs, score, reduce per step, then the chunk; hidden state on device."""
+        cfg = self._cfg
+        hidden = [shared_on_device(np.zeros((batch_size, h), FLOATX), f"eval_hidden_{i}", cfg.device)
+                  for i, h in enumerate(cfg.layers)]
+        n_layers, n_draws = len(hidden), reduction.n_draws
+        seqs = schedule_inputs(steps, batch_size) + [
+            pt.tensor(f"draw_{i}", shape=(steps, batch_size), dtype=FLOATX) for i in range(n_draws)]
+        seqs += start_inputs(steps, batch_size, cfg.layers) if continued else []
+        cand = [pt.ivector("cand_idx"), pt.ivector("cand_pos")] if subset else []
+
+        def step(item_idx, target_idx, reset, active, *args):
+            draws, args = args[:n_draws], args[n_draws:]
+            if continued:
+                reset, args = start_from(reset, args, n_layers)
+            new_states = self._step_graph(item_idx, reset, list(args[:n_layers]))
+            scores, target, in_scores = self._target_scores(new_states[-1], target_idx, *args[n_layers:])
+            values = reduction.step(scores, target, in_scores, pt, *draws)
+            return [*new_states, pt.switch(active, values, 0).astype(FLOATX)]
+
+        outputs = pytensor.scan(step, sequences=seqs, outputs_info=[*hidden, None], non_sequences=cand,
+                                n_steps=steps, return_updates=False)
+        values = outputs[-1]  # (K, B)
+        totals = pt.stack(reduction.total(values, seqs[3], pt)).astype(FLOATX)
+        updates = {var: out[-1] for var, out in zip(hidden, outputs[:-1])}
+        return compile_fn(seqs + cand, [totals, values] if keep_values else [totals], updates), hidden
+
+    def _target_scores(self, hidden_last, target_idx, cand_idx=None, cand_pos=None):
+        """Scores (B, C) of all items or the candidates, each target's score (B,), and whether it is scored."""
+        weights, act = self._weights(), self._rank_activation()
+        rows = pt.arange(target_idx.shape[0], dtype="int32")
+        if cand_idx is None:
+            scores = act(hidden_last @ weights["Wy"].T + weights["By"])  # (B, n_items)
+            return scores, scores[rows, target_idx], 1
+        scores = act(hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx])  # (B, n_cand)
+        own = act(pt.sum(hidden_last * weights["Wy"][target_idx], axis=1) + weights["By"][target_idx])
+        pos = cand_pos[target_idx]
+        in_scores = pos >= 0
+        target = pt.switch(in_scores, scores[rows, pt.maximum(pos, 0)], own)  # the column itself where scored
+        return scores, target, in_scores
+
     def predict_next_batch(self, session_ids, input_item_ids, predict_for_item_ids=None, batch=100):
-        """Scores of the next item for `batch` parallel sessions (the reference's stateful API, SPEC §7).
+        """Scores of the next item for `batch` parallel sessions (the reference's stateful API).
 
         Slot i keeps its hidden state while ``session_ids[i]`` equals its value at the previous call
         and starts from zero when it changes (or when `batch` changes).

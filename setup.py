@@ -34,8 +34,14 @@ setup(
     extras_require={
         "tune": ["optuna>=4.0,<6"],
         "parquet": ["pyarrow>=15"],
-        # the tests read and write Parquet, tune with Optuna and build the wheel (setuptools, wheel)
-        "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15", "setuptools>=64", "wheel"],
+        # PNG learning curves (gru4rec --plot-curves) and tuning plots (gru4rec-tune --plots)
+        "plot": ["matplotlib>=3.7"],
+        # a PostgreSQL study storage: postgresql://... URLs (SQLAlchemy 2.1 uses psycopg 3, 2.0 psycopg2)
+        "postgres": ["psycopg[binary]>=3.1", "psycopg2-binary>=2.9"],
+        # the tests read and write Parquet, tune with Optuna (also on a PostgreSQL server that pgserver
+        # starts), draw the plots and build the wheel (setuptools, wheel)
+        "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15", "matplotlib>=3.7", "pgserver>=0.1.4",
+                 "psycopg[binary]>=3.1", "psycopg2-binary>=2.9", "setuptools>=64", "wheel"],
     },
     entry_points={"console_scripts": ["gru4rec=gru4rec_lib.cli:main", "gru4rec-tune=gru4rec_lib.tune:main"]},
 )

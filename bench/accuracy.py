@@ -2,14 +2,14 @@
 
 For every data set: read the train and test files once, then for each seed fit
 ``GRU4Rec(**paramfile, seed=seed)`` (``--epochs`` overrides ``n_epochs``), evaluate Recall@N and
-MRR@N on the test file (all items ranked, SPEC §7) and print one row per run, the mean over the
+MRR@N on the test file (all items ranked) and print one row per run, the mean over the
 seeds and, where the configuration has a known reference result, the reference and our relative
 difference. Not a test: it takes minutes per data set on a CPU.
 
 Usage (from the repository root; data sets are never copied into the repository)::
 
     python -m bench.accuracy rsc15_100k --epochs 10 --seeds 1 2 3 --json out/acc.json
-    python -m bench.accuracy diginetica --epochs 1 --data-dir ../shared/data
+    python -m bench.accuracy diginetica --epochs 1 --data-dir DATA_DIR
     python -m bench.accuracy rsc15_100k --train rsc15_100k=my_train.tsv --paramfile rsc15_100k=p.txt
 
 Defaults per data set (each overridable with ``--train/--test/--paramfile NAME=PATH``):
@@ -61,7 +61,7 @@ REFERENCE = {
     ("diginetica", "diginetica_bprmax.txt", 1): {
         "source": "reference implementation on this diginetica split, 1 epoch",
         "recall": {20: 0.4812}, "mrr": {20: 0.1572}},
-    # SPEC §9: the reference README's tables (their own preprocessing of the full data sets)
+    # the reference README's tables (their own preprocessing of the full data sets)
     ("diginetica", "diginetica_bprmax.txt", 10): {
         "source": "reference README (own Diginetica split)", "recall": {20: 0.4995}, "mrr": {20: 0.1542}},
     ("yoochoose1_64", "yoochoose_xe.txt", 10): {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU machine check for gru4rec, in one go and under 5 minutes (DESIGN.md, "GPU machine recipe"):
+# GPU machine check for gru4rec, in one go and under 5 minutes (the recipe is in bench/README.md, "GPU machine"):
 #   1. install the wheels carried in .whl/ (only those whose module is missing) into /tmp/site
 #   2. show the GPU (nvidia-smi) and the devices JAX sees
 #   3. run the test suite (python -m pytest -q tests -x; in parallel where pytest-xdist exists)

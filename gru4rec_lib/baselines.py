@@ -31,8 +31,9 @@ arguments unchanged; ``fit(data)`` checks them, then reads the events (a DataFra
 ``sessiondata.load_events``) and returns ``self``; fitted attributes end in ``_`` (``item_ids_``,
 ``n_items_``). Scoring is stateful, like the session-parallel evaluation of GRU4Rec:
 ``score_step(reset, input_idx, active)`` advances B parallel session slots by one event each and
-returns float32 scores (B, n_items_) for every slot's next item; ``reset_state()`` forgets all
-slots. Nothing is random, so equal data give equal scores.
+returns float32 scores (B, n_items_) for every slot's next item; ``reset_state(slots=None)``
+forgets the given slots (all when None). This is the model interface of
+`gru4rec_lib.interface.SessionModel`, which GRU4Rec implements too. Nothing is random, so equal data give equal scores.
 
 Ties
 ----
@@ -51,6 +52,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import sessiondata
+from .interface import SessionModel
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +193,17 @@ class _SlotState:
 
 # ---- common base ------------------------------------------------------------------------------
 
-class _Baseline:
-    """Fitting, parameter access and the stateful ``score_step`` shared by all baselines."""
+class _Baseline(SessionModel):
+    """Fitting, parameter access and the stateful ``score_step`` shared by all baselines.
+
+    The model interface (``fit``, ``reset_state``, ``score_step``, ``score_steps``, ``item_ids_``)
+    is `gru4rec_lib.interface.SessionModel`; ``score_steps`` runs ``score_step`` on the host.
+    """
+
+    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time"):
+        self.session_key = session_key
+        self.item_key = item_key
+        self.time_key = time_key
 
     def get_params(self):
         """Return the constructor parameters as a dict."""
@@ -255,9 +266,12 @@ class _Baseline:
         """Build the model from ``SessionData`` and the item supports (events per item)."""
         raise NotImplementedError  # each model overrides this
 
-    def reset_state(self):
-        """Forget the session history of every slot (the next call starts all slots afresh)."""
-        self._state = None
+    def reset_state(self, slots=None):
+        """Forget the session history of the given slots (an int array; every slot when None)."""
+        if slots is None or self._state is None:
+            self._state = None
+        else:
+            self._state.length[np.asarray(slots, np.int64)] = 0
 
     def score_step(self, reset, input_idx, active):
         """Advance B parallel session slots by one event; score every slot's next item.
@@ -300,25 +314,6 @@ class _Baseline:
         """Scores (len(rows), n_items_) float32 for the next item of the given slots."""
         raise NotImplementedError  # each model overrides this
 
-    def _check_step(self, reset, input_idx, active):
-        """Validate the arguments of ``score_step`` and return them as numpy arrays."""
-        if not hasattr(self, "item_ids_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit first")
-        reset, active = np.asarray(reset, bool), np.asarray(active, bool)
-        input_idx = np.asarray(input_idx)
-        if reset.ndim != 1 or len(reset) == 0 or input_idx.shape != reset.shape \
-                or active.shape != reset.shape:
-            raise ValueError("reset, input_idx and active must be 1-d arrays of one length B >= 1, "
-                             f"got shapes {reset.shape}, {input_idx.shape}, {active.shape}")
-        if not np.issubdtype(input_idx.dtype, np.integer):
-            raise TypeError(f"input_idx must hold integer item indices, got {input_idx.dtype}")
-        bad = np.flatnonzero(active & ((input_idx < 0) | (input_idx >= self.n_items_)))
-        if len(bad):
-            raise ValueError(f"input_idx out of range [0, {self.n_items_}) in slots "
-                             f"{bad[:5].tolist()} (values {input_idx[bad[:5]].tolist()}); "
-                             "drop items unknown to the model")
-        return reset, input_idx.astype(np.int64), active
-
     def _slot_state(self, batch_size):
         """The slot histories, created on the first call after fit or ``reset_state``."""
         if self._state is None:
@@ -348,11 +343,6 @@ class Pop(_Baseline):
         Column names of the events.
     """
 
-    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time"):
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
-
     def _fit_sessions(self, sessions, support):
         self._base = support.astype(np.float32)  # (n_items,)
 
@@ -371,13 +361,8 @@ class SessionPop(_Baseline):
     Parameters
     ----------
     session_key, item_key, time_key : str, default 'SessionId', 'ItemId', 'Time'
-        Column names of the events.
+        The session, item and time columns of the events (as for every model here).
     """
-
-    def __init__(self, session_key="SessionId", item_key="ItemId", time_key="Time"):
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
 
     def _fit_sessions(self, sessions, support):
         self._base = self._levels.astype(np.float32)  # count 0: popularity alone
@@ -411,12 +396,8 @@ class ItemKNN(_Baseline):
 
     def __init__(self, lmbd=20.0, alpha=0.5, pop_tiebreak=True, session_key="SessionId",
                  item_key="ItemId", time_key="Time"):
-        self.lmbd = lmbd
-        self.alpha = alpha
-        self.pop_tiebreak = pop_tiebreak
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
+        super().__init__(session_key, item_key, time_key)
+        self.lmbd, self.alpha, self.pop_tiebreak = lmbd, alpha, pop_tiebreak
 
     def _check_params(self):
         _check_real("lmbd", self.lmbd, 0.0)
@@ -456,10 +437,8 @@ class MarkovChain(_Baseline):
 
     def __init__(self, pop_tiebreak=True, session_key="SessionId", item_key="ItemId",
                  time_key="Time"):
+        super().__init__(session_key, item_key, time_key)
         self.pop_tiebreak = pop_tiebreak
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
 
     def _check_params(self):
         _check_bool("pop_tiebreak", self.pop_tiebreak)
@@ -510,13 +489,8 @@ class SKNN(_Baseline):
 
     def __init__(self, k=100, sample_size=500, similarity="cosine", pop_tiebreak=True,
                  session_key="SessionId", item_key="ItemId", time_key="Time"):
-        self.k = k
-        self.sample_size = sample_size
-        self.similarity = similarity
-        self.pop_tiebreak = pop_tiebreak
-        self.session_key = session_key
-        self.item_key = item_key
-        self.time_key = time_key
+        super().__init__(session_key, item_key, time_key)
+        self.k, self.sample_size, self.similarity, self.pop_tiebreak = k, sample_size, similarity, pop_tiebreak
 
     def _check_params(self):
         _check_int("k", self.k, 1)

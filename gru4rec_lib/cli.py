@@ -4,12 +4,22 @@ Examples::
 
     gru4rec train.tsv -pf paramfiles/rsc15_xe.txt -t test.tsv -m 1 5 10 20 -s model.npz
     gru4rec -l model.npz -t test.tsv -e conservative
+    gru4rec model.npz -l -t test.tsv -m 20 -pm mrr -lpm
     gru4rec new.tsv -l model.npz --retrain -ps n_epochs=1 -s model2.npz
     gru4rec train.tsv --model vsknn -ps k=200 -t test.tsv
 
-Results go to stdout, one line per test file, as ``name: value`` pairs with the file last::
+The reference run.py's habits work as they are: the model path first with a bare ``-l``, its
+Python parameter files (``-pf best.py``), ``-ss`` (sample store size), ``-d cuda:0``, ``-pm`` with
+``-lpm``, and its long option names (``--parameter_file``, ``--load_model``, ...).
 
-    Recall@20: 0.6812 MRR@20: 0.3578 points: 71222 dropped: 0 seconds: 3.21 file: test.tsv
+Results go to stdout, for each test file one line per cut-off, then one line of counts with the
+file last::
+
+    Recall@20: 0.681234 MRR@20: 0.357812
+    points: 71222 dropped: 0 seconds: 3.21 file: test.tsv
+
+With ``-lpm``, a line ``PRIMARY METRIC: 0.6812345...`` follows: the ``-pm`` metric (recall or
+mrr) at the first ``-m`` cut-off, for scripts.
 
 Progress and the per-epoch lines go to stderr through ``logging``. Usage errors exit with code 2
 (argparse), failures while training or evaluating with code 1; both print ``gru4rec: error: ...``.
@@ -28,6 +38,8 @@ import pandas as pd
 
 from . import backend
 from . import baselines
+from . import callbacks
+from . import plots
 import evaluation
 import gru4rec
 from . import params as paramtext
@@ -37,6 +49,7 @@ logger = logging.getLogger(__name__)
 BASELINES = {"pop": baselines.Pop, "sessionpop": baselines.SessionPop, "itemknn": baselines.ItemKNN,
              "sknn": baselines.SKNN, "vsknn": baselines.VSKNN, "markov": baselines.MarkovChain}
 DATA_SUFFIXES = (".tsv", ".txt", ".csv", ".parquet", ".pkl", ".pickle")
+PATH_FIRST = "<the path before -l>"  # const of a bare -l
 FAILURES = (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)
 FLAGS = {"session_key": "-sk", "item_key": "-ik", "time_key": "-tk", "user_key": "-uk"}
 
@@ -46,11 +59,14 @@ DataFrame). Loading a pickle runs code from the file: pickles are refused unless
 is given; only use pickles you trust.
 
 parameters (-ps/-pf): name=value items typed against the model's defaults, e.g.
-  -ps "loss=cross-entropy,final_act=softmax,layers=100/100,constrained_embedding=True"
+  -ps "loss=cross-entropy,layers=100/100,constrained_embedding=True"
 A parameter file holds one name=value per line, '#' starts a comment; -ps overrides -pf.
+A -pf file ending in .py is read in the reference implementations' format
+(gru4rec_params = OrderedDict([...])) as data, never run; their names (elu_param) are mapped.
 With --model other than gru4rec, the names are that baseline's constructor arguments.
 
-output: one line per test file, 'Recall@N: x MRR@N: y ... points: n dropped: d seconds: s file: path'.
+output: per test file, a line 'Recall@N: x MRR@N: y' per cut-off, then
+'points: n dropped: d seconds: s file: path'; with -lpm also 'PRIMARY METRIC: v'.
 """
 
 
@@ -61,26 +77,37 @@ def build_parser():
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train", nargs="?", metavar="TRAIN_PATH",
                         help="training events; with -l only together with --retrain")
-    parser.add_argument("-ps", "--params", metavar="TEXT", default="",
+    parser.add_argument("-ps", "--params", "--parameter_string", dest="params", metavar="TEXT", default="",
                         help="model parameters: 'name=value,name=value,...'")
-    parser.add_argument("-pf", "--param-file", metavar="PATH",
-                        help="model parameters, one name=value per line")
-    parser.add_argument("-s", "--save", metavar="PATH",
+    parser.add_argument("-pf", "--param-file", "--parameter_file", dest="param_file", metavar="PATH",
+                        help="model parameters, one name=value per line (or a reference .py file)")
+    parser.add_argument("-s", "--save", "--save_model", dest="save", metavar="PATH",
                         help="save the trained model here (.npz; gru4rec only)")
-    parser.add_argument("-l", "--load", metavar="PATH", help="load a model saved with -s (gru4rec only)")
+    parser.add_argument("-l", "--load", "--load_model", dest="load", metavar="PATH", nargs="?", const=PATH_FIRST,
+                        help="load a model saved with -s (gru4rec only); a bare -l loads the first path "
+                             "given (MODEL_PATH -l)")
     parser.add_argument("--retrain", action="store_true",
                         help="continue training the -l model on TRAIN_PATH (new items are added)")
     parser.add_argument("-t", "--test", nargs="+", metavar="TEST_PATH", default=[],
                         help="evaluate on these event files")
-    parser.add_argument("-m", "--measure", nargs="+", type=int, metavar="N", default=[1, 5, 10, 20],
+    parser.add_argument("-m", "--measure", dest="measure", nargs="+", type=int, metavar="N", default=[1, 5, 10, 20],
                         help="cut-offs N of Recall@N and MRR@N (default: 1 5 10 20)")
-    parser.add_argument("-e", "--eval-type", choices=evaluation.MODES, default="standard",
+    parser.add_argument("-e", "--eval-type", "--eval_type", dest="eval_type", choices=evaluation.MODES, default="standard",
                         help="how ties with the target's score count (default: standard)")
     parser.add_argument("--eval-batch", type=int, default=512, metavar="B",
                         help="parallel sessions during evaluation (default: 512)")
-    parser.add_argument("-sk", "--session-key", metavar="NAME", help="session id column (default: SessionId)")
-    parser.add_argument("-ik", "--item-key", metavar="NAME", help="item id column (default: ItemId)")
-    parser.add_argument("-tk", "--time-key", metavar="NAME", help="time column (default: Time)")
+    parser.add_argument("-pm", "--primary-metric", "--primary_metric", dest="primary_metric",
+                        choices=["recall", "mrr"], default="recall",
+                        help="the metric -lpm prints (default: recall)")
+    parser.add_argument("-lpm", "--log-primary-metric", "--log_primary_metric", dest="log_primary_metric",
+                        action="store_true",
+                        help="after each test file print 'PRIMARY METRIC: v', the -pm metric at the first -m cut-off")
+    parser.add_argument("-sk", "--session-key", "--session_key", dest="session_key", metavar="NAME",
+                        help="session id column (default: SessionId)")
+    parser.add_argument("-ik", "--item-key", "--item_key", dest="item_key", metavar="NAME",
+                        help="item id column (default: ItemId)")
+    parser.add_argument("-tk", "--time-key", "--time_key", dest="time_key", metavar="NAME",
+                        help="time column (default: Time)")
     parser.add_argument("-uk", "--user-key", metavar="NAME",
                         help="user id column: train on user histories (sessions joined per user)")
     parser.add_argument("--history", metavar="PATH",
@@ -88,9 +115,21 @@ def build_parser():
                              "state after their events in PATH (default: TRAIN_PATH; 'none': start from zero)")
     parser.add_argument("--model", choices=["gru4rec", *BASELINES], default="gru4rec",
                         help="model to train (default: gru4rec)")
-    parser.add_argument("--device", choices=["cpu", "gpu"], help="compute device (default: what JAX finds)")
+    parser.add_argument("-d", "--device", dest="device", metavar="DEVICE",
+                        help="compute device: cpu, gpu (also cuda, cuda:0; default: what JAX finds)")
+    parser.add_argument("-ss", "--sample-store-size", "--sample_store_size", dest="sample_store", type=int,
+                        metavar="N", help="negative samples drawn ahead (GRU4Rec's sample_store; default 10000000)")
     parser.add_argument("--compilation-cache", metavar="DIR",
-                        help="keep compiled XLA programs in DIR between runs (faster start-up)")
+                        help="keep compiled XLA programs in DIR between runs (default: on, in "
+                             "$XDG_CACHE_HOME/gru4rec/jax or ~/.cache/gru4rec/jax; 'off': no cache)")
+    parser.add_argument("--valid", metavar="PATH",
+                        help="validation events: Recall/MRR at the -m cut-offs after every epoch (gru4rec only)")
+    parser.add_argument("--patience", type=int, metavar="N",
+                        help="with --valid: stop training when Recall@N (largest -m cut-off) has not improved "
+                             "for N epochs")
+    parser.add_argument("--plot-curves", metavar="PATH.png",
+                        help="write the learning curves (training loss, and with --valid the validation "
+                             "Recall/MRR) per epoch as PNG (needs matplotlib: pip install 'gru4rec[plot]')")
     parser.add_argument("--seed", type=int, help="random seed of GRU4Rec (overrides seed= in -ps/-pf)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="read .pkl/.pickle data files (reading a pickle runs code from it: trusted files only)")
@@ -98,6 +137,15 @@ def build_parser():
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO",
                         help="logging level on stderr (default: INFO)")
     return parser
+
+
+def model_path_first(parser, args):
+    """The reference's habit `MODEL_PATH -l`: a bare -l loads the positional path."""
+    if args.load is not PATH_FIRST:
+        return
+    if args.train is None:
+        parser.error("a bare -l loads the path given before it: MODEL_PATH -l (or give -l MODEL_PATH)")
+    args.load, args.train = args.train, None
 
 
 def check_args(parser, args):
@@ -115,6 +163,7 @@ def check_args(parser, args):
             _check_file(parser, path, what, None)
     if args.save is not None:
         _check_writable(parser, args.save)
+    _check_validation(parser, args)
     if args.load is not None and args.train is None and not args.test and args.save is None:
         parser.error("nothing to do with -l MODEL alone: add -t TEST_PATH to evaluate it, TRAIN_PATH --retrain "
                      "to continue training it, or -s PATH to save a copy")
@@ -122,11 +171,35 @@ def check_args(parser, args):
         parser.error(f"-m: cut-offs must be positive integers, got {args.measure}")
     if args.eval_batch < 1:
         parser.error(f"--eval-batch must be a positive integer, got {args.eval_batch}")
+    if args.sample_store is not None and args.sample_store < 0:
+        parser.error(f"-ss must be an integer >= 0, got {args.sample_store}")
     if args.device is not None:
         try:
+            args.device = paramtext.device_name(args.device)
             backend.resolve_device(args.device)
         except ValueError as err:
             parser.error(f"--device {args.device}: {err}")
+
+
+def _check_validation(parser, args):
+    """--valid, --patience and --plot-curves need training GRU4Rec; --patience needs --valid."""
+    for flag, value in (("--valid", args.valid), ("--patience", args.patience), ("--plot-curves", args.plot_curves)):
+        if value is not None and (args.train is None or args.model != "gru4rec"):
+            parser.error(f"{flag} needs training GRU4Rec (TRAIN_PATH and --model gru4rec)")
+    if args.valid is not None:
+        _check_file(parser, args.valid, "--valid", DATA_SUFFIXES)
+        if _is_pickle(args.valid) and not args.allow_pickle:
+            parser.error(f"--valid file {args.valid} is a pickle: reading it runs code from the file, so it needs "
+                         "--allow-pickle (only for files you trust)")
+    if args.patience is not None and (args.valid is None or args.patience < 1):
+        parser.error(f"--patience needs --valid and a positive integer, got {args.patience}")
+    if args.plot_curves is not None:
+        if not Path(args.plot_curves).resolve().parent.is_dir():
+            parser.error(f"--plot-curves {args.plot_curves}: folder {Path(args.plot_curves).parent} does not exist")
+        try:
+            plots.require_matplotlib()
+        except ImportError as err:
+            parser.error(f"--plot-curves: {err}")
 
 
 def _check_modes(parser, args):
@@ -135,7 +208,8 @@ def _check_modes(parser, args):
         parser.error("nothing to do: give TRAIN_PATH to train, or -l MODEL to load a saved model")
     if args.model != "gru4rec":
         for flag, value in (("-l", args.load), ("-s", args.save), ("--seed", args.seed),
-                            ("--device", args.device), ("-uk", args.user_key), ("--history", args.history)):
+                            ("--device", args.device), ("-uk", args.user_key), ("--history", args.history),
+                            ("-ss", args.sample_store)):
             if value is not None:
                 parser.error(f"{flag} applies to --model gru4rec only, not {args.model}")
     if args.load is None:
@@ -183,7 +257,9 @@ def model_params(args):
     given = paramtext.read_param_file(args.param_file, defaults) if args.param_file else {}
     given.update(paramtext.parse_param_string(args.params, defaults))
     flags = {"session_key": args.session_key, "item_key": args.item_key, "time_key": args.time_key,
-             "user_key": args.user_key, "seed": args.seed, "device": args.device}
+             "user_key": args.user_key, "seed": args.seed,
+             "device": None if args.device is None else paramtext.device_name(args.device),
+             "sample_store": args.sample_store}
     given.update({name: value for name, value in flags.items() if value is not None})
     if args.model == "gru4rec" and args.quiet:
         given["show_progress"] = False
@@ -216,11 +292,18 @@ def run(args, params):
         logger.info("parameters: %s", ", ".join(f"{k}={v!r}" for k, v in params.items()))
     if args.train is not None:
         started = time.perf_counter()
+        check = validation_callback(args)
+        hooks = {"callbacks": [check]} if check is not None else {}  # baselines take no callbacks
         if args.retrain:
-            model.fit(_data(args.train), retrain=True)
+            model.fit(_data(args.train), retrain=True, **hooks)
         else:
-            model.fit(_data(args.train))
+            model.fit(_data(args.train), **hooks)
         print(training_summary(model, time.perf_counter() - started))
+        if getattr(args, "plot_curves", None) is not None:
+            history = check.history if check is not None else model.epoch_stats_
+            plots.learning_curves(history, args.plot_curves, title=f"GRU4Rec on {Path(args.train).name}"
+                                  + (f", validated on {Path(args.valid).name}" if check is not None else ""))
+            logger.info("learning curves written to %s", args.plot_curves)
     save_error = _save(model, args.save)
     results = []
     history = history_path(args, model)
@@ -231,6 +314,8 @@ def run(args, params):
                                      batch_size=args.eval_batch, show_progress=not args.quiet,
                                      history=_data(history))
         print(format_result(result, path))
+        if args.log_primary_metric:
+            print(primary_metric_line(result, args.primary_metric, args.measure[0]))
         results.append(result)
     if save_error is not None:  # evaluated anyway: the results above are the trained model's
         raise RuntimeError(f"-s {args.save}: the model was not saved ({save_error})")
@@ -252,6 +337,14 @@ def _save(model, path):
 def _data(path):
     """A data path as the library takes it; a pickle (allowed by check_args) read here, as a frame."""
     return pd.read_pickle(path) if path is not None and _is_pickle(path) else path
+
+
+def validation_callback(args):
+    """The per-epoch validation (and early stopping) of --valid/--patience, or None."""
+    if getattr(args, "valid", None) is None:
+        return None
+    return callbacks.Validation(_data(args.valid), cutoffs=args.measure, metric=f"recall@{max(args.measure)}",
+                                patience=args.patience, mode=args.eval_type, batch_size=args.eval_batch)
 
 
 def history_path(args, model):
@@ -283,11 +376,16 @@ def training_summary(model, seconds):
 
 
 def format_result(result, path):
-    """'Recall@N: x MRR@N: y ... points: n dropped: d seconds: s file: path' (the file last)."""
-    metrics = " ".join(f"Recall@{n}: {result['recall'][n]:.4f} MRR@{n}: {result['mrr'][n]:.4f}"
-                       for n in result["recall"])
-    return (f"{metrics} points: {result['n_points']} dropped: {result['n_dropped']} "
-            f"seconds: {result['seconds']:.2f} file: {path}")
+    """'Recall@N: x MRR@N: y' lines (6 decimals, as the reference prints), then the counts and the file."""
+    lines = [f"Recall@{n}: {result['recall'][n]:.6f} MRR@{n}: {result['mrr'][n]:.6f}" for n in result["recall"]]
+    lines.append(f"points: {result['n_points']} dropped: {result['n_dropped']} "
+                 f"seconds: {result['seconds']:.2f} file: {path}")
+    return "\n".join(lines)
+
+
+def primary_metric_line(result, metric, cutoff):
+    """'PRIMARY METRIC: v' (full precision), the line the reference's tuner reads from run.py."""
+    return f"PRIMARY METRIC: {float(result[metric][cutoff])!r}"
 
 
 def configure_logging(level):
@@ -301,6 +399,7 @@ def main(argv=None):
     """Run the command line on ``argv`` (default ``sys.argv[1:]``); return 0 or exit nonzero."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    model_path_first(parser, args)
     if args.param_file is not None:
         try:
             args.param_file = paramtext.bundled_file(args.param_file, "paramfiles")
@@ -308,7 +407,9 @@ def main(argv=None):
             parser.error(f"-pf {err}")
     check_args(parser, args)
     configure_logging(args.log_level)
-    if args.compilation_cache:
+    if args.compilation_cache and args.compilation_cache.lower() in backend.CACHE_OFF:
+        backend.disable_compilation_cache()
+    elif args.compilation_cache:
         backend.enable_compilation_cache(args.compilation_cache)
     try:
         params = model_params(args)

@@ -42,12 +42,33 @@ Parameters taking several types are handled by name, whatever their default:
 Every problem raises ``ValueError``: an unknown name (with close matches), a value that does not
 read as the expected type (naming parameter, value and type), a name given twice, an item
 without ``=``, an empty value.
+
+The reference implementations' files and names are accepted as they are:
+
+- a parameter file ending in ``.py`` is read in their format, one assignment
+  ``gru4rec_params = OrderedDict([('loss', 'bpr-max'), ('layers', [100]), ...])`` (or a dict
+  literal), after ``from collections import OrderedDict``. The file is parsed as data (Python's
+  ``ast``), never run: any other statement, or a value that is not a literal, is an error;
+- ``elu_param=X`` (the PyTorch port) is ``final_act=elu-X`` (``linear`` for 0) with losses other
+  than cross-entropy; with cross-entropy (and xe_logit) it is dropped, as the port ignores it there;
+- ``adapt_params`` as a list of numbers (the Theano version: ``0.9`` or ``[0.9, 0.999]``) is named
+  by the optimiser: rmsprop/adadelta ``[decay]``, adam ``[beta1, beta2]``; ``[]`` is None;
+- ``sample_cache_max_size`` (the PyTorch port's name) is ``sample_store``;
+- device names ``cuda:0``, ``cuda0``, ``gpu0`` mean ``gpu`` (the first GPU).
+
+Names of theirs with no counterpart here (``compatibility_mode``, ``store_type``) raise an error
+that says why.
 """
+import ast
 import difflib
+import logging
 import math
 from pathlib import Path
 
-__all__ = ['parse_param_string', 'read_param_file', 'format_param_file', 'bundled_file', 'bundled_names']
+__all__ = ['parse_param_string', 'read_param_file', 'format_param_file', 'bundled_file', 'bundled_names',
+           'device_name', 'literal_text', 'read_elu_param']
+
+logger = logging.getLogger(__name__)
 
 BUNDLED = Path(__file__).resolve().parent  # paramfiles/ and paramspaces/ ship inside the package
 
@@ -99,8 +120,28 @@ def _or_none(reader):
     return lambda text: None if _is_none(text) else reader(text)
 
 
+class ExplainedValueError(ValueError):
+    """A reader's error whose own message says more than 'cannot read ... as ...'."""
+
+
 def _embedding(text):
     return 'layersize' if text.lower() == 'layersize' else int(text)
+
+
+def device_name(text):
+    """'gpu' for the reference's spellings of the first GPU: 'cuda:0', 'cuda0', 'gpu0', 'gpu:0'.
+
+    Other names pass through unchanged (the model's device check names what it accepts); a GPU
+    other than the first raises ValueError: select it with CUDA_VISIBLE_DEVICES instead.
+    """
+    lowered = text.strip().lower()
+    for prefix in ('cuda:', 'cuda', 'gpu:', 'gpu'):
+        if lowered.startswith(prefix) and lowered[len(prefix):].isdigit():
+            if int(lowered[len(prefix):]) != 0:
+                raise ExplainedValueError(f'device {text!r}: only the first GPU is addressed by name; choose another '
+                                 f'one with CUDA_VISIBLE_DEVICES={lowered[len(prefix):]} and device gpu')
+            return 'gpu'
+    return text
 
 
 # (reader, description of what it expects) by parameter name, then by the default's type.
@@ -109,7 +150,7 @@ BY_NAME = {
     'seed': (_or_none(int), 'an integer or None'),
     'adapt': (_or_none(str), 'an optimiser name or None'),
     'adapt_params': (_or_none(_to_dict), "name:value pairs separated by '/', {} or None"),
-    'device': (_or_none(str), 'a device name or None'),
+    'device': (_or_none(device_name), 'a device name or None'),
     'steps_per_call': (_or_none(int), 'an integer or None'),
     'session_key': (_or_none(str), 'a column name or None'),
     'user_key': (_or_none(str), 'a column name or None'),
@@ -137,8 +178,114 @@ def parse_value(name, text, default):
                          f'{type(default).__name__} (default {default!r})')
     try:
         return reader(text)
+    except ExplainedValueError as err:
+        raise ValueError(f'parameter {name!r}: {err}') from None
     except ValueError:
         raise ValueError(f'parameter {name!r}: cannot read {text!r} as {expected}') from None
+
+
+# --- the reference implementations' names ---
+
+RENAMED = {'sample_cache_max_size': 'sample_store'}  # the PyTorch port's fit argument
+NO_EQUIVALENT = {
+    'compatibility_mode': 'the PyTorch port\'s switch for its numpy-ordered weight initialisation; '
+                          'the initialisation here always follows the Theano version',
+    'store_type': 'where the Theano version keeps its sample store; here it lives on the compute device',
+    'sample_store_on_cpu': 'where the Theano version keeps its sample store; here it lives on the compute '
+                           'device',
+}
+ADAPT_LIST_NAMES = {'rmsprop': ('decay',), 'adadelta': ('decay',), 'adam': ('beta1', 'beta2'),
+                    'adagrad': (), None: ()}  # the Theano version's positional adapt_params
+AUTHORS_ONLY = ('elu_param',)  # the PyTorch port's names read here, turned into ours by _translate
+
+
+def read_elu_param(text):
+    """The PyTorch port's elu_param as a number >= 0 (0: no ELU, i.e. linear scores)."""
+    try:
+        value = _to_float(text)
+    except ValueError:
+        raise ValueError(f"parameter 'elu_param': cannot read {text!r} as a number") from None
+    if value < 0:
+        raise ValueError(f"parameter 'elu_param': expected a number >= 0 (0: linear), got {text!r}")
+    return value
+
+
+def _elu_final_act(text, params, defaults):
+    """The PyTorch port's elu_param as our final_act; None where the port ignores it."""
+    value = read_elu_param(text)
+    if 'final_act' in params:
+        raise ValueError('give either final_act or elu_param (the PyTorch port\'s name for elu-X), not both')
+    loss = params.get('loss', defaults.get('loss'))
+    if loss in ('cross-entropy', 'xe_logit'):
+        logger.info('elu_param=%s ignored with loss=%r (the PyTorch port applies it to bpr-max only)', text, loss)
+        return None
+    return f'elu-{value:g}' if value > 0 else 'linear'
+
+
+def _adapt_params_list(text, params, defaults):
+    """The Theano version's adapt_params, '0.9' or '0.9/0.999', named by the optimiser."""
+    adapt = params.get('adapt', defaults.get('adapt'))
+    names = ADAPT_LIST_NAMES.get(adapt)
+    try:
+        values = [_to_float(part) for part in text.split('/')]
+    except ValueError:
+        raise ValueError(f"parameter 'adapt_params': cannot read {text!r} as name:value pairs separated "
+                         "by '/', numbers separated by '/', {} or None") from None
+    if names is None or len(values) != len(names):
+        takes = f"takes {len(names)} values ({'/'.join(names)})" if names else 'takes no values'
+        raise ValueError(f"parameter 'adapt_params': adapt={adapt!r} {takes}, got {len(values)}: {text!r}")
+    return dict(zip(names, values))
+
+
+def _is_number_list(text):
+    """'0.9' or '0.9/0.999' (the Theano version's adapt_params), not 'decay:0.9', '{}' or 'None'."""
+    return bool(text) and ':' not in text and text != '{}' and not _is_none(text)
+
+
+def _located(where, function, *args):
+    """``function(*args)``, its ValueError prefixed with the item's location."""
+    try:
+        return function(*args)
+    except ValueError as err:
+        raise ValueError(f'{where}: {err}') from None
+
+
+def _translate(raw, defaults):
+    """raw: name -> (where, text), the reference's names included -> our typed parameters, in order.
+
+    elu_param and a positional adapt_params depend on other items (loss, adapt), which may come
+    later: they are resolved after the others, in the place they were given.
+    """
+    params, deferred = {}, []
+    for name, (where, text) in raw.items():
+        if name == 'elu_param' or (name == 'adapt_params' and _is_number_list(text)):
+            params[name] = None  # a placeholder that keeps the order
+            deferred.append(name)
+        else:
+            params[name] = _located(where, parse_value, name, text, defaults[name])
+    for name in deferred:
+        where, text = raw[name]
+        others = {key: value for key, value in params.items() if key != name}
+        if name == 'adapt_params':
+            params[name] = _located(where, _adapt_params_list, text, others, defaults)
+            continue
+        final_act = _located(where, _elu_final_act, text, others, defaults)
+        params = {('final_act' if key == name else key): (final_act if key == name else value)
+                  for key, value in params.items() if key != name or final_act is not None}
+    return params
+
+
+def _check_name(name, defaults, raw):
+    """Our name for ``name`` (renamed ones mapped); ValueError for unknown or repeated names."""
+    name = RENAMED.get(name, name) if name not in defaults else name
+    if name in NO_EQUIVALENT and name not in defaults:
+        raise ValueError(f'parameter {name!r} of the reference implementation has no equivalent here: '
+                         f'{NO_EQUIVALENT[name]}; remove it')
+    if name not in defaults and not (name in AUTHORS_ONLY and 'final_act' in defaults):
+        raise ValueError(_unknown_name_message(name, defaults))
+    if name in raw:
+        raise ValueError(f'parameter {name!r} is given more than once')
+    return name
 
 
 # --- reading items ---
@@ -152,7 +299,7 @@ def _unknown_name_message(name, known):
 
 def _parse_items(items, defaults):
     """``items``: (location, 'name=value' text) pairs; location prefixes error messages."""
-    params = {}
+    raw = {}
     for where, item in items:
         item = item.strip()
         if not item:
@@ -161,16 +308,13 @@ def _parse_items(items, defaults):
         try:
             if not sep or not name:
                 raise ValueError(f'expected name=value, got {item!r}')
-            if name not in defaults:
-                raise ValueError(_unknown_name_message(name, defaults))
-            if name in params:
-                raise ValueError(f'parameter {name!r} is given more than once')
+            name = _check_name(name, defaults, raw)
             if not text:
                 raise ValueError(f'parameter {name!r} has an empty value')
-            params[name] = parse_value(name, text, defaults[name])
         except ValueError as err:
             raise ValueError(f'{where}: {err}') from None
-    return params
+        raw[name] = (where, text)
+    return _translate(raw, defaults)
 
 
 def parse_param_string(text, defaults):
@@ -184,11 +328,113 @@ def parse_param_string(text, defaults):
 
 
 def read_param_file(path, defaults):
-    """Read a parameter file (one ``name=value`` per line, ``#`` comments) into a typed dict."""
+    """Read a parameter file into a typed dict.
+
+    ``NAME.py``: the reference implementations' format (``gru4rec_params = OrderedDict([...])``),
+    read as data and never run; any other name: one ``name=value`` per line, ``#`` comments.
+    """
     with open(path, encoding='utf-8') as file:
-        lines = file.read().splitlines()
+        text = file.read()
+    if str(path).endswith('.py'):
+        return _parse_items(_python_items(text, path), defaults)
     return _parse_items(((f'{path}, line {number}', line.partition('#')[0])
-                         for number, line in enumerate(lines, 1)), defaults)
+                         for number, line in enumerate(text.splitlines(), 1)), defaults)
+
+
+# --- the reference implementations' Python parameter files, read as data ---
+
+PARAMS_VARIABLE = 'gru4rec_params'
+PYTHON_SHAPE = (f"only 'from collections import OrderedDict' and one assignment "
+                f"'{PARAMS_VARIABLE} = OrderedDict([(name, value), ...])' or a dict literal are read; "
+                "the file is parsed as data, never run")
+
+
+def _allowed_statement(node):
+    """Imports of OrderedDict and docstrings may stand beside the one assignment."""
+    if isinstance(node, ast.ImportFrom):
+        return node.module == 'collections'
+    if isinstance(node, ast.Import):
+        return all(alias.name == 'collections' for alias in node.names)
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _is_params_assignment(node):
+    return (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == PARAMS_VARIABLE)
+
+
+def _pair_nodes(value, where):
+    """The (name node, value node) pairs of OrderedDict([...]) / dict([...]) / {...}."""
+    if isinstance(value, ast.Dict):
+        return list(zip(value.keys, value.values))
+    func = getattr(value, 'func', None)
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    if (isinstance(value, ast.Call) and called in ('OrderedDict', 'dict') and not value.keywords
+            and len(value.args) <= 1):
+        if not value.args:
+            return []
+        if isinstance(value.args[0], (ast.List, ast.Tuple)):
+            pairs = []
+            for element in value.args[0].elts:
+                if not isinstance(element, (ast.Tuple, ast.List)) or len(element.elts) != 2:
+                    raise ValueError(f'{where}, line {element.lineno}: expected (name, value) pairs')
+                pairs.append(tuple(element.elts))
+            return pairs
+        if isinstance(value.args[0], ast.Dict):
+            return _pair_nodes(value.args[0], where)
+    raise ValueError(f'{where}, line {value.lineno}: {PYTHON_SHAPE}')
+
+
+def _literal(node, where, what):
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f'{where}, line {node.lineno}: {what} must be a literal (a number, string, True, '
+                         f'False, None or a list of them), got {ast.unparse(node)!r}') from None
+
+
+def literal_text(name, value):
+    """A literal from a Python parameter file as the text the readers above take."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return 'None' if name == 'adapt_params' else ''
+        if all(isinstance(part, (int, float)) and not isinstance(part, bool) for part in value):
+            return '/'.join(literal_text(name, part) for part in value)
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return '/'.join(f'{key}:{part!r}' for key, part in value.items()) if value else '{}'
+    raise ValueError(f'parameter {name!r}: cannot read {value!r} (a {type(value).__name__})')
+
+
+def _python_items(text, path):
+    """(location, 'name=value') items of a Python parameter file, checked to be data only."""
+    where = str(path)
+    try:
+        module = ast.parse(text, filename=where)
+    except SyntaxError as err:
+        raise ValueError(f'{where}, line {err.lineno}: not valid Python ({err.msg}); {PYTHON_SHAPE}') from None
+    assignments = [node for node in module.body if _is_params_assignment(node)]
+    for node in module.body:
+        if not _allowed_statement(node) and not _is_params_assignment(node):
+            raise ValueError(f'{where}, line {node.lineno}: {PYTHON_SHAPE}')
+    if len(assignments) != 1:
+        raise ValueError(f'{where}: expected one assignment to {PARAMS_VARIABLE}, found {len(assignments)}; '
+                         f'{PYTHON_SHAPE}')
+    items = []
+    for key_node, value_node in _pair_nodes(assignments[0].value, where):
+        location = f'{where}, line {key_node.lineno}'
+        name = _literal(key_node, where, 'a parameter name')
+        if not isinstance(name, str):
+            raise ValueError(f'{location}: parameter names must be strings, got {name!r}')
+        value = _literal(value_node, where, f'the value of {name!r}')
+        try:
+            items.append((location, f'{name}={literal_text(name, value)}'))
+        except ValueError as err:
+            raise ValueError(f'{location}: {err}') from None
+    return items
 
 
 # --- bundled files ---

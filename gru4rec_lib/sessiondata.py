@@ -1,7 +1,6 @@
 """Host-side data: validated events, the item map, sorted sessions, the session-parallel schedule.
 
-Only numpy and pandas are used here, so everything is tested without a compute backend
-(DESIGN.md, "Data path"). The loop-facing output is plain numpy arrays.
+Only numpy and pandas are used here, so everything is tested without a compute backend. The loop-facing output is plain numpy arrays.
 """
 import heapq
 import logging
@@ -129,7 +128,7 @@ def _check_missing(values, column):
 
 def _numeric_time(values, column):
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.as_unit("ns").astype("int64")  # SPEC §1: datetimes become int64 ns
+        return values.dt.as_unit("ns").astype("int64")  # conformance: datetimes become int64 ns
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         raise ValueError(f"column {column!r} has dtype {values.dtype}; time must be numeric or "
                          "datetime64; convert it with pd.to_numeric or pd.to_datetime")
@@ -379,7 +378,7 @@ class SessionData:
         return np.bincount(self.item_idx, minlength=n_items).astype(np.int64)
 
     def session_order(self, time_sort=True, rng=None):
-        """Return the int64 order in which sessions are fed (SPEC §3.1).
+        """Return the int64 order in which sessions are fed (conformance: session order).
 
         ``rng`` given: a random permutation (``train_random_order``); else ``time_sort``: by
         start time, ties in session-id order; else session-id order.
@@ -413,7 +412,7 @@ class _Plan(NamedTuple):
 
 
 def _plan(data, order, batch_size):
-    """Give every usable session its slot and first step (SPEC §3.2) with one heap pass."""
+    """Give every usable session its slot and first step (conformance: schedule) with one heap pass."""
     order = np.asarray(order)
     if order.ndim != 1 or (order.size and order.dtype.kind not in "iu"):
         raise ValueError(f"order must be a 1-d integer array of session numbers, "
@@ -440,13 +439,18 @@ def n_chunks(data, order, batch_size, steps_per_chunk):
     return -(-_plan(data, order, batch_size).total // steps_per_chunk)
 
 
+def n_steps(data, order, batch_size):
+    """Return how many steps (mini-batches) the schedule has before its padding; O(n_sessions)."""
+    return _plan(data, order, batch_size).total
+
+
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def session_parallel_schedule(data, order, batch_size, steps_per_chunk):
-    """Yield the session-parallel mini-batch schedule (SPEC §3) in fixed-shape chunks.
+    """Yield the session-parallel mini-batch schedule (conformance: schedule) in fixed-shape chunks.
 
     B = ``batch_size`` slots each hold one session; sessions enter in ``order``, those with
     fewer than 2 events are skipped. Each step a busy slot feeds its current item and targets
@@ -478,6 +482,64 @@ def session_parallel_schedule(data, order, batch_size, steps_per_chunk):
     """
     _check_positive("steps_per_chunk", steps_per_chunk)
     return _chunks(data, _plan(data, order, batch_size), batch_size, steps_per_chunk)
+
+
+def schedule_definition(data, order, batch_size):
+    """The session-parallel schedule as a plain step-by-step loop over the slots: its definition.
+
+    This is what :func:`session_parallel_schedule` computes, written the slow and obvious way
+    (O(steps * B) Python operations); the fast, vectorised schedule must equal it step for step
+    (the tests compare them), followed only by inactive padding to a multiple of K.
+
+    Before the first step, slot b takes the b-th usable session of ``order`` (sessions with
+    fewer than 2 events are skipped). At every step each busy slot feeds its session's current
+    event and targets the next one (``reset`` on the session's first step); then, lowest slot
+    first, every slot that has just fed its session's second-to-last event takes the next unused
+    session, or goes idle when none is left. The loop ends when every slot is idle.
+
+    Parameters
+    ----------
+    data : SessionData
+    order : array-like of int
+        Session numbers in feeding order.
+    batch_size : int
+        B, the number of slots.
+
+    Returns
+    -------
+    Chunk
+        One chunk holding every step: arrays (n_steps, B), no padding.
+    """
+    _check_positive("batch_size", batch_size)
+    lengths = np.diff(data.offsets)
+    queue = [int(s) for s in order if lengths[s] >= 2]
+    slot_session = [queue[b] if b < len(queue) else -1 for b in range(batch_size)]
+    slot_position, taken, steps = [0] * batch_size, min(batch_size, len(queue)), []
+    while any(s >= 0 for s in slot_session):
+        steps.append([_slot_step(data, s, p) for s, p in zip(slot_session, slot_position)])
+        for b, session in enumerate(slot_session):
+            if session < 0:
+                continue
+            slot_position[b] += 1
+            if slot_position[b] == lengths[session] - 1:  # its last target was just fed
+                slot_session[b], slot_position[b] = (queue[taken] if taken < len(queue) else -1), 0
+                taken += 1
+    chunk = _inactive_chunk((len(steps), batch_size))
+    for k, row in enumerate(steps):
+        for b, values in enumerate(row):
+            if values is not None:
+                for name, value in zip(Chunk._fields, values):
+                    getattr(chunk, name)[k, b] = value
+    return chunk
+
+
+def _slot_step(data, session, position):
+    """(input, target, reset, active, session, position) of one busy slot's step; None when idle."""
+    if session < 0:
+        return None
+    event = data.offsets[session] + position
+    reset = position == 0 or (data.breaks is not None and bool(data.breaks[event]))
+    return data.item_idx[event], data.item_idx[event + 1], reset, True, session, position
 
 
 def _chunks(data, plan, batch_size, steps_per_chunk):

@@ -1,13 +1,13 @@
-"""Plain-numpy re-statements of SPEC §2, §5 and §6, written from the formulas, for the model tests.
+"""Plain-numpy re-statements of the published model and of the authors' training step, for the tests.
 
 Nothing here imports gru4rec: the tests compare the compiled graph against these functions, and
 gradients against central finite differences of them. Everything is float64, row by row where
-that reads closer to the SPEC than a vectorised form would.
+that reads closer to the formulas than a vectorised form would.
 """
 import numpy as np
 
 
-# ---------------------------------------------------------------- activations (SPEC §2)
+# ---------------------------------------------------------------- activations 
 def activation(name, x):
     """linear, relu, tanh, leaky-X, elu-X, selu-X-Y, elementwise."""
     base, *consts = name.split("-")
@@ -36,7 +36,7 @@ def softmax(x):
     return e / e.sum()
 
 
-# ---------------------------------------------------------------- losses (SPEC §5)
+# ---------------------------------------------------------------- losses 
 def loss_row(loss, row, pos, valid, smoothing=0.0, bpreg=1.0):
     """Loss of one score row; `pos` is the positive column, `valid` the columns that exist."""
     cols = np.flatnonzero(valid)
@@ -56,8 +56,8 @@ def loss_row(loss, row, pos, valid, smoothing=0.0, bpreg=1.0):
         return (1 - smoothing * n / (n - 1)) * nll_pos + smoothing / (n - 1) * nll.sum()
     if loss == "bpr":  # the mean runs over every column, the positive's own included (reference)
         return np.mean(-np.log(sigmoid(r_pos - row[cols])))
-    if loss == "top1":
-        return np.mean(sigmoid(row[cols] - r_pos) + sigmoid(row[cols] ** 2))
+    if loss == "top1":  # the authors' code takes the positive's own sigmoid(r_ii^2)/n back out
+        return np.mean(sigmoid(row[cols] - r_pos) + sigmoid(row[cols] ** 2)) - sigmoid(r_pos ** 2) / len(cols)
     if len(negs) == 0:
         return 0.0
     r_neg = row[negs]
@@ -74,7 +74,7 @@ def loss_rows(loss, scores, pos_cols, valid, smoothing=0.0, bpreg=1.0):
                      for i in range(len(scores))])
 
 
-# ---------------------------------------------------------------- GRU (SPEC §2)
+# ---------------------------------------------------------------- GRU 
 def gru_step(x_proj, h, Wh, hidden_act="tanh"):
     """x_proj = x Wx + b with column blocks [r | z | h~]; Wh has the same blocks."""
     n = h.shape[1]
@@ -125,7 +125,7 @@ def window_forward(params, cfg, window, start):
 
 
 def output_loss(params, cfg, hidden_last, targets, negatives, log_support, batch_size):
-    """The loss of the scores of `hidden_last` against targets + negatives (SPEC §4-5)."""
+    """The loss of the scores of `hidden_last` against targets + negatives."""
     cols = np.concatenate([targets, negatives]).astype(int)
     scores = hidden_last @ params["Wy"][cols].T + params["By"][cols]
     if cfg.get("logq"):
@@ -156,18 +156,21 @@ def numeric_grad(f, params, eps=1e-6):
     return grads
 
 
-# ---------------------------------------------------------------- optimisation (SPEC §6)
+# ---------------------------------------------------------------- optimisation 
 def train_step(params, opt, cfg, inputs, targets, negatives, hidden, log_support, batch_size):
-    """One SPEC §6 step in place on `params` / `opt`; returns the new hidden states.
+    """One training step in place on `params` / `opt`; returns the new hidden states.
 
     Item matrices change only on the rows touched by the step (and only those rows get the L2
-    term); a row used several times gets one optimiser step on the sum of its gradients.
+    term); a row used several times gets one optimiser step on the sum of its gradients. With
+    grad_cap, the norm runs over the gradient of every occurrence of a row (`occurrence_norm2`).
     """
     def loss_of(p):
         return step_loss(p, cfg, inputs, targets, negatives, hidden, log_support, batch_size)[0]
 
     _, new_hidden = step_loss(params, cfg, inputs, targets, negatives, hidden, log_support, batch_size)
-    optimizer_step(params, opt, cfg, loss_of, inputs, np.concatenate([targets, negatives]))
+    norm2 = occurrence_norm2(params, cfg, inputs, targets, negatives, hidden, log_support, batch_size) \
+        if cfg.get("grad_cap") else None
+    optimizer_step(params, opt, cfg, loss_of, inputs, np.concatenate([targets, negatives]), norm2)
     return new_hidden
 
 
@@ -185,49 +188,98 @@ def train_step_bptt(params, opt, cfg, window, touched_inputs, start, targets, ne
     return next_start
 
 
-def optimizer_step(params, opt, cfg, loss_of, input_rows, out_rows):
-    """SPEC §6 on finite-difference gradients of `loss_of`, in place on `params` / `opt`."""
+def occurrence_norm2(params, cfg, inputs, targets, negatives, hidden, log_support, batch_size):
+    """Squared gradient norm with one row per occurrence (the authors' grad_cap norm, before L2).
+
+    Every occurrence of an item row gets its own copy of the row, so that finite differences see
+    each occurrence's gradient apart.
+    """
+    inputs, out = np.asarray(inputs, int), np.concatenate([targets, negatives]).astype(int)
+    n_in, n_out = len(inputs), len(out)
+    expanded = {k: v.copy() for k, v in params.items()}
+    in_name = {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg["mode"]]
+    if cfg["mode"] == "shared":
+        expanded["Wy"] = np.concatenate([params["Wy"][inputs], params["Wy"][out]])
+        expanded["By"] = np.concatenate([np.zeros(n_in), params["By"][out]])
+        support = np.concatenate([np.zeros(n_in), log_support[out]])
+        new_in, new_out = np.arange(n_in), n_in + np.arange(n_out)
+    else:
+        expanded[in_name] = params[in_name][inputs]
+        expanded["Wy"], expanded["By"] = params["Wy"][out], params["By"][out]
+        support = log_support[out]
+        new_in, new_out = np.arange(n_in), np.arange(n_out)
+    n_t = len(targets)
+
+    def loss_of(p):
+        return step_loss(p, cfg, new_in, new_out[:n_t], new_out[n_t:], hidden, support, batch_size)[0]
+
+    return sum(np.sum(g ** 2) for g in numeric_grad(loss_of, expanded).values())
+
+
+DEFAULTS = {"adagrad": dict(epsilon=1e-6), "rmsprop": dict(decay=0.9, epsilon=1e-6),
+            "adadelta": dict(decay=0.95, epsilon=1e-6), "adam": dict(beta1=0.9, beta2=0.999, epsilon=1e-6)}
+
+
+def optimizer_step(params, opt, cfg, loss_of, input_rows, out_rows, norm2=None):
+    """The authors' update on finite-difference gradients of `loss_of`, in place on `params` / `opt`.
+
+    grad_cap scales every gradient by cap/norm when norm >= cap (norm from `norm2`, else over the
+    summed gradients); then per parameter: the optimiser's direction d on the touched rows,
+    step = -lr (d + lmbd p), momentum vel = mu vel + step, p += step (or vel). adadelta: lr = 1.
+    Adam counts steps per item row on item matrices, globally on dense parameters.
+    """
     grads = numeric_grad(loss_of, params)
     out_rows = np.asarray(out_rows).astype(int)
     touched = {"Wy": out_rows, "By": out_rows}
     input_name = {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg["mode"]]
     touched[input_name] = np.union1d(touched.get(input_name, []), input_rows).astype(int)
-    masks = {}
-    for name, value in params.items():
-        mask = np.ones(value.shape[0], bool)
-        if name in touched:
-            mask[:] = False
-            mask[touched[name]] = True
-        masks[name] = mask
-    lmbd, lr = cfg.get("lmbd", 0.0), cfg["learning_rate"]
-    for name in params:
-        grads[name] = grads[name] + lmbd * params[name] * expand(masks[name], params[name])
     if cfg.get("grad_cap"):
-        norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
-        cfg.setdefault("capped", []).append(norm > cfg["grad_cap"])
-        if norm > cfg["grad_cap"]:
+        norm = np.sqrt(norm2 if norm2 is not None else sum(np.sum(g ** 2) for g in grads.values()))
+        cfg.setdefault("capped", []).append(norm >= cfg["grad_cap"])
+        if norm >= cfg["grad_cap"]:
             grads = {n: g * cfg["grad_cap"] / norm for n, g in grads.items()}
     opt["step"] = opt.get("step", 0) + 1
+    adapt = cfg.get("adapt", "adagrad")
+    c = {**DEFAULTS.get(adapt, {}), **(cfg.get("adapt_params") or {})}
+    lr = 1.0 if adapt == "adadelta" else cfg["learning_rate"]
     for name, value in params.items():
-        rows = masks[name]
-        g = grads[name][rows]
-        adapt = cfg.get("adapt", "adagrad")
-        if adapt == "adagrad":
-            acc = opt[f"acc/{name}"][rows] + g ** 2
-            opt[f"acc/{name}"][rows] = acc
-            update = -lr * g / np.sqrt(acc + 1e-6)
-        elif adapt == "rmsprop":
-            acc = 0.9 * opt[f"acc/{name}"][rows] + 0.1 * g ** 2
-            opt[f"acc/{name}"][rows] = acc
-            update = -lr * g / np.sqrt(acc + 1e-6)
-        else:
-            raise ValueError(adapt)
+        rows = np.zeros(value.shape[0], bool)
+        rows[touched[name] if name in touched else slice(None)] = True
+        g, p = grads[name][rows], value[rows]
+        if adapt == "adam":
+            if name in touched:
+                opt[f"count/{name}"][rows] += 1
+                t = expand_rows(opt[f"count/{name}"][rows], g)
+            else:
+                t = opt["step"]
+        d = direction(adapt, c, g, opt, name, rows, t if adapt == "adam" else None)
+        step = -lr * (d + cfg.get("lmbd", 0.0) * p)
         if cfg.get("momentum"):
-            velocity = cfg["momentum"] * opt[f"velocity/{name}"][rows] + update
+            velocity = cfg["momentum"] * opt[f"velocity/{name}"][rows] + step
             opt[f"velocity/{name}"][rows] = velocity
-            update = velocity
-        value[rows] = value[rows] + update
+            step = velocity
+        value[rows] = p + step
 
 
-def expand(mask, value):
-    return mask.reshape((-1,) + (1,) * (value.ndim - 1)).astype(float)
+def direction(adapt, c, g, opt, name, rows, t):
+    """The optimiser's scaled gradient on the rows; updates its accumulators in `opt`."""
+    if adapt is None:
+        return g
+    if adapt in ("adagrad", "rmsprop", "adadelta"):
+        old = opt[f"acc/{name}"][rows]
+        acc = old + g ** 2 if adapt == "adagrad" else c["decay"] * old + (1 - c["decay"]) * g ** 2
+        opt[f"acc/{name}"][rows] = acc
+        if adapt != "adadelta":
+            return g / np.sqrt(acc + c["epsilon"])
+        delta = opt[f"acc_delta/{name}"][rows]
+        d = g * np.sqrt((delta + c["epsilon"]) / (acc + c["epsilon"]))
+        opt[f"acc_delta/{name}"][rows] = c["decay"] * delta + (1 - c["decay"]) * d ** 2
+        return d
+    m = c["beta1"] * opt[f"m/{name}"][rows] + (1 - c["beta1"]) * g
+    v = c["beta2"] * opt[f"v/{name}"][rows] + (1 - c["beta2"]) * g ** 2
+    opt[f"m/{name}"][rows], opt[f"v/{name}"][rows] = m, v
+    return (m / (1 - c["beta1"] ** t)) / (np.sqrt(v / (1 - c["beta2"] ** t)) + c["epsilon"])
+
+
+def expand_rows(per_row, like):
+    return per_row.reshape((-1,) + (1,) * (like.ndim - 1))

@@ -55,3 +55,43 @@ def test_command_line_compilation_cache_flag(tmp_path, restore_jax_cache_config)
     code = cli.main([str(tmp_path / "train.tsv"), "-ps", "layers=4,n_epochs=1,n_sample=3,batch_size=4", "-q",
                      "--compilation-cache", str(tmp_path / "xla")])
     assert code == 0 and any((tmp_path / "xla").iterdir())
+
+
+# --- the compilation cache is on by default (a fresh process each: the cache is set up once per process) ---
+
+FIT_SCRIPT = ("from gru4rec_lib import synthetic; import gru4rec; "
+              "events = synthetic.generate_sessions(n_sessions=60, n_items=12, seed=0); "
+              "gru4rec.GRU4Rec(layers=(4,), n_epochs=1, n_sample=3, batch_size=4, show_progress=False).fit(events)")
+
+
+def _fit_in_fresh_process(tmp_path, **env):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environ = {k: v for k, v in os.environ.items() if k != "GRU4REC_COMPILATION_CACHE"}
+    environ.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), **env)
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", FIT_SCRIPT], cwd=root, env=environ, check=True, timeout=300)
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+
+
+def test_compilation_cache_is_on_by_default_and_reused(tmp_path):
+    folder = tmp_path / "xdg" / "gru4rec" / "jax"
+    assert backend.default_cache_folder({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == folder
+    _fit_in_fresh_process(tmp_path)
+    first = _files(folder)
+    assert first  # the first fit wrote its programs
+    _fit_in_fresh_process(tmp_path)
+    assert _files(folder) == first  # the second fit of the same shapes compiled from the cache
+
+
+def test_compilation_cache_opt_out_and_own_folder(tmp_path):
+    _fit_in_fresh_process(tmp_path, GRU4REC_COMPILATION_CACHE="off")
+    assert not (tmp_path / "xdg").exists()
+    _fit_in_fresh_process(tmp_path, GRU4REC_COMPILATION_CACHE=str(tmp_path / "mine"))
+    assert _files(tmp_path / "mine") and not (tmp_path / "xdg").exists()

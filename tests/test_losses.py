@@ -1,4 +1,4 @@
-"""Losses, activations, the GRU step, dropout and optimiser formulas vs numpy (SPEC §2, §5, §6).
+"""Losses, activations, the GRU step and dropout vs numpy (optimisers: tests/test_conformance.py).
 
 The graph pieces are compiled here in float64, under PyTensor's Python mode and under the JAX
 linker the model uses; both must match the numpy reference in tests/numpy_reference.py, and
@@ -102,17 +102,28 @@ def test_row_without_negatives_has_zero_loss_and_gradient(compiled_losses, loss)
 
 
 def test_bpr_and_top1_average_over_the_positive_column_too(compiled_losses):
-    # as the reference: with only the positive left, bpr is -log sigmoid(0) = log 2 (no gradient)
-    # and top1 is sigmoid(0) + sigmoid(r_ii^2)
+    # as the authors' code: with only the positive left, bpr is -log sigmoid(0) = log 2 (no
+    # gradient) and top1 is sigmoid(0) + sigmoid(r_ii^2) - sigmoid(r_ii^2) / 1 = 0.5 (no gradient)
     scores = np.array([[0.3, 0.1, -0.2]])
     pos, valid = np.eye(1, 3, dtype=bool), np.array([[True, False, False]])
     bpr_rows, bpr_grad = compiled_losses["bpr", 0.0](scores, pos, valid, np.ones(1))
     np.testing.assert_allclose(np.asarray(bpr_rows), [np.log(2)])
     assert np.all(np.asarray(bpr_grad) == 0)
     top1_rows, top1_grad = compiled_losses["top1", 0.0](scores, pos, valid, np.ones(1))
-    sig = 1 / (1 + np.exp(-0.09))
-    np.testing.assert_allclose(np.asarray(top1_rows), [0.5 + sig])
-    np.testing.assert_allclose(np.asarray(top1_grad)[0, 0], sig * (1 - sig) * 2 * 0.3, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(top1_rows), [0.5])
+    np.testing.assert_allclose(np.asarray(top1_grad), 0, atol=1e-15)
+
+
+def test_top1_takes_out_the_positives_own_regulariser(compiled_losses):
+    # two columns: mean of [0.5 + s(r_ii^2), s(r_ij - r_ii) + s(r_ij^2)] minus s(r_ii^2) / 2
+    scores = np.array([[0.7, -0.4]])
+    pos, valid = np.eye(1, 2, dtype=bool), np.ones((1, 2), bool)
+    rows, grad = compiled_losses["top1", 0.0](scores, pos, valid, np.ones(1))
+    s = ref.sigmoid
+    want = (0.5 + s(0.49) + s(-1.1) + s(0.16)) / 2 - s(0.49) / 2
+    np.testing.assert_allclose(np.asarray(rows), [want], rtol=1e-12)
+    # d/dr_ii: only the pairwise term remains, -s'(r_ij - r_ii) / 2
+    np.testing.assert_allclose(np.asarray(grad)[0, 0], -s(-1.1) * (1 - s(-1.1)) / 2, rtol=1e-9)
 
 
 def test_smoothing_zero_is_plain_cross_entropy_and_one_column_is_zero():
@@ -201,56 +212,3 @@ def test_dropout_is_inverted_and_keeps_rate():
     assert gru4rec.dropout(x, 0.0, rng, (200, 50)) == (rng, x)
 
 
-OPTIMIZER_CASES = [
-    ("adagrad", {"epsilon": 1e-6}),
-    ("rmsprop", {"decay": 0.8, "epsilon": 1e-6}),
-    ("adadelta", {"decay": 0.95, "epsilon": 1e-6}),
-    ("adam", {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}),
-    (None, {}),
-]
-
-
-def _numpy_optimizer(adapt, c, g, states, lr, step):
-    if adapt is None:
-        return -lr * g, []
-    if adapt == "adagrad":
-        acc = states[0] + g ** 2
-        return -lr * g / np.sqrt(acc + c["epsilon"]), [acc]
-    if adapt == "rmsprop":
-        acc = c["decay"] * states[0] + (1 - c["decay"]) * g ** 2
-        return -lr * g / np.sqrt(acc + c["epsilon"]), [acc]
-    if adapt == "adadelta":
-        acc = c["decay"] * states[0] + (1 - c["decay"]) * g ** 2
-        dx = g * np.sqrt(states[1] + c["epsilon"]) / np.sqrt(acc + c["epsilon"])
-        return -lr * dx, [acc, c["decay"] * states[1] + (1 - c["decay"]) * dx ** 2]
-    m = c["beta1"] * states[0] + (1 - c["beta1"]) * g
-    v = c["beta2"] * states[1] + (1 - c["beta2"]) * g ** 2
-    m_hat, v_hat = m / (1 - c["beta1"] ** step), v / (1 - c["beta2"] ** step)
-    return -lr * m_hat / (np.sqrt(v_hat) + c["epsilon"]), [m, v]
-
-
-@pytest.mark.parametrize("adapt,consts", OPTIMIZER_CASES)
-def test_optimizer_formulas_match_numpy(adapt, consts):
-    rng = np.random.default_rng(6)
-    g_val = rng.normal(size=5)
-    n_states = len(gru4rec.OPTIMIZER_STATES[adapt])
-    state_vals = [np.abs(rng.normal(size=5)) for _ in range(n_states)]
-    g, step = pt.dvector("g"), pt.dscalar("step")
-    states = [pt.dvector(f"s{i}") for i in range(n_states)]
-    update, new_states = gru4rec.optimizer_step(adapt, consts, g, states, 0.05, step)
-    fn = _function([g, step, *states], [update, *new_states], "FAST_COMPILE")
-    got = fn(g_val, 3.0, *state_vals)
-    want_update, want_states = _numpy_optimizer(adapt, consts, g_val, state_vals, 0.05, 3.0)
-    for a, b in zip(got, [want_update, *want_states]):
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12)
-    if adapt != "rmsprop":  # rmsprop above uses a non-default decay, to show the constants are used
-        assert gru4rec.OPTIMIZER_DEFAULTS[adapt] == consts
-
-
-def test_momentum_is_classical_on_the_scaled_step():
-    p, u, v = pt.dvector("p"), pt.dvector("u"), pt.dvector("v")
-    new_p, new_v = gru4rec.apply_update(p, u, v, 0.6)
-    fn = _function([p, u, v], [new_p, new_v], "FAST_COMPILE")
-    got_p, got_v = fn(np.array([1.0, 2.0]), np.array([0.1, -0.2]), np.array([0.5, 0.5]))
-    np.testing.assert_allclose(got_v, [0.6 * 0.5 + 0.1, 0.6 * 0.5 - 0.2])
-    np.testing.assert_allclose(got_p, [1.0 + 0.4, 2.0 + 0.1])

@@ -1,4 +1,5 @@
 """The installed layout: only gru4rec.py, evaluation.py and the gru4rec_lib package, with its data files."""
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel_names(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
+    # build from a copy: setuptools reuses a build/ folder, whose stale files would hide a packaging mistake
+    source, out = tmp_path_factory.mktemp("source") / "gru4rec", tmp_path_factory.mktemp("wheel")
+    shutil.copytree(ROOT, source, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", "build", "dist", "out", ".whl", "*.egg-info", "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = out.glob("gru4rec-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         return {name: archive.read(name) for name in archive.namelist()}

@@ -10,7 +10,7 @@ PARAMFILES = Path(__file__).resolve().parents[1] / 'paramfiles'
 
 # GRU4Rec's parameters and defaults (GRU4Rec().get_params()).
 DEFAULTS = dict(
-    loss='bpr-max', final_act='linear', hidden_act='tanh', layers=(100,), n_epochs=10,
+    loss='bpr-max', final_act=None, hidden_act='tanh', layers=(100,), n_epochs=10,
     batch_size=32, dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0,
     lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
     smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10000000, init_as_normal=False, sigma=0.0,
@@ -73,6 +73,9 @@ def test_several_type_parameters():
     assert parse('adapt=rmsprop') == {'adapt': 'rmsprop'}
     assert parse('device=cuda') == {'device': 'cuda'}
     assert parse('device=NONE') == {'device': None}
+    assert parse('device=cuda:0') == parse('device=cuda0') == parse('device=GPU0') == {'device': 'gpu'}
+    with pytest.raises(ValueError, match='CUDA_VISIBLE_DEVICES=1'):
+        parse('device=cuda:1')
     assert parse('adapt_params=decay:0.9/epsilon:1e-6') == {
         'adapt_params': {'decay': 0.9, 'epsilon': 1e-6}}
     assert parse('adapt_params=beta1:0.9') == {'adapt_params': {'beta1': 0.9}}
@@ -266,7 +269,7 @@ def test_paramfile_matches_spec(name):
     params = read_param_file(path, DEFAULTS)
     assert params == expected
     for key, value in params.items():  # typed like the defaults (0 in the table is 0.0 here)
-        assert type(value) is type(DEFAULTS[key]), key
+        assert DEFAULTS[key] is None or type(value) is type(DEFAULTS[key]), key
     text = path.read_text()
     assert text.startswith('# ')  # a header saying where the numbers come from
     if recall is not None:

@@ -123,7 +123,7 @@ def test_command_line_rejects_a_bad_space_before_training(tmp_path, capsys):
 
 
 def test_diverged_trials_are_recorded_as_failed(tmp_path, monkeypatch, capsys):
-    def diverge(self, data, retrain=False):
+    def diverge(self, data, retrain=False, callbacks=None):
         raise gru4rec.ModelFitError("non-finite loss (nan) in epoch 1")
     monkeypatch.setattr(gru4rec.GRU4Rec, "fit", diverge)
     (tmp_path / "space.txt").write_text("learning_rate float 0.01 0.2 log\n")

@@ -21,20 +21,27 @@ TINY = "layers=8,n_epochs=1,n_sample=4,batch_size=16,sample_store=2000"
 METRIC = re.compile(r"(Recall@\d+|MRR@\d+|points|dropped|seconds): (\S+)")
 
 
-def parse_result(line):
-    """{'Recall@5': 0.1234, ..., 'points': 182.0, 'file': path} from one result line."""
-    metrics, _, path = line.partition(" file: ")
-    return {**{name: float(value) for name, value in METRIC.findall(metrics)}, "file": path}
-
-
 def result_lines(out):
-    return [parse_result(line) for line in out.splitlines() if line.startswith("Recall@")]
+    """[{'Recall@5': 0.1234, ..., 'points': 182.0, 'file': path}, ...]: one dict per test file.
+
+    A file's result is its 'Recall@N: x MRR@N: y' lines (one per cut-off) closed by the line
+    'points: n dropped: d seconds: s file: path'.
+    """
+    results, current = [], {}
+    for line in out.splitlines():
+        if line.startswith("Recall@"):
+            current.update({name: float(value) for name, value in METRIC.findall(line)})
+        elif line.startswith("points: "):
+            metrics, _, path = line.partition(" file: ")
+            results.append({**current, **{k: float(v) for k, v in METRIC.findall(metrics)}, "file": path})
+            current = {}
+    return results
 
 
 def expected(result):
-    """What the CLI prints for an in-memory `evaluate` result (4 decimals)."""
-    values = {f"Recall@{n}": round(v, 4) for n, v in result["recall"].items()}
-    values.update({f"MRR@{n}": round(v, 4) for n, v in result["mrr"].items()})
+    """What the CLI prints for an in-memory `evaluate` result (6 decimals, as the reference)."""
+    values = {f"Recall@{n}": round(v, 6) for n, v in result["recall"].items()}
+    values.update({f"MRR@{n}": round(v, 6) for n, v in result["mrr"].items()})
     return {**values, "points": result["n_points"], "dropped": result["n_dropped"]}
 
 
@@ -199,11 +206,58 @@ def test_file_and_mode_errors(files, trained, tmp_path, capsys):
     assert f"{bad_file}, line 2: unknown parameter 'n_epoch'; close matches: n_epochs" in err
 
 
+def test_output_one_line_per_cutoff_then_counts(trained, files, capsys):
+    model, path = trained
+    assert cli.main(["-l", str(path), "-t", str(files["test"]), "-m", "20", "5", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    reference = evaluation.evaluate(model, files["test"], cutoffs=(20, 5))
+    assert lines[-3:] == [
+        f"Recall@20: {reference['recall'][20]:.6f} MRR@20: {reference['mrr'][20]:.6f}",
+        f"Recall@5: {reference['recall'][5]:.6f} MRR@5: {reference['mrr'][5]:.6f}",
+        f"points: {reference['n_points']} dropped: {reference['n_dropped']} seconds: "
+        f"{lines[-1].split('seconds: ')[1].split()[0]} file: {files['test']}"]
+
+
+def test_primary_metric_line_per_test_file(trained, files, capsys):
+    model, path = trained
+    argv = [str(path), "-l", "-t", str(files["test"]), str(files["test_csv"]), "-m", "10", "1", "-pm", "mrr",
+            "-lpm", "-q"]
+    assert cli.main(argv) == 0
+    primary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PRIMARY METRIC: ")]
+    want = [evaluation.evaluate(model, test, cutoffs=(10,))["mrr"][10] for test in (files["test"], files["test_csv"])]
+    assert [float(line.split(": ")[1]) for line in primary] == want  # full precision: repr of the float
+    assert cli.main([str(path), "-l", "-t", str(files["test"]), "-q"]) == 0
+    assert "PRIMARY METRIC" not in capsys.readouterr().out  # only with -lpm
+
+
+def test_reference_flags_reach_the_model(files):
+    parser = cli.build_parser()
+    args = parser.parse_args([str(files["train"]), "--parameter_string", "layers=8", "-ss", "1234", "-d", "cuda:0",
+                              "--item_key", "I", "--session_key", "S", "--time_key", "T"])
+    assert cli.model_params(args) == {"layers": (8,), "session_key": "S", "item_key": "I", "time_key": "T",
+                                      "device": "gpu", "sample_store": 1234}
+    args = parser.parse_args(["model.npz", "--load_model", "-t", "test.tsv"])
+    cli.model_path_first(parser, args)
+    assert (args.load, args.train, args.test) == ("model.npz", None, ["test.tsv"])
+    args = parser.parse_args(["-l", "model.npz", "new.tsv", "--retrain"])
+    cli.model_path_first(parser, args)
+    assert (args.load, args.train) == ("model.npz", "new.tsv")
+
+
+def test_reference_flag_errors(files, capsys):
+    assert "a bare -l loads the path given before it" in usage_error(["-l", "-t", str(files["test"])], capsys)
+    assert "CUDA_VISIBLE_DEVICES=1" in usage_error([str(files["train"]), "-d", "cuda:1"], capsys)
+    assert "-ss must be an integer >= 0" in usage_error([str(files["train"]), "-ss", "-5"], capsys)
+    assert "-ss applies to --model gru4rec only" in usage_error([str(files["train"]), "--model", "pop",
+                                                                 "-ss", "10"], capsys)
+
+
 def test_device_not_found(files, capsys):
     import jax
     if any(device.platform == "gpu" for device in jax.devices()):
         pytest.skip("a GPU is present")
     assert "--device gpu: " in usage_error([str(files["train"]), "--device", "gpu"], capsys)
+    assert "--device gpu: " in usage_error([str(files["train"]), "-d", "cuda:0"], capsys)
 
 
 def test_help_warns_about_pickles(capsys):

@@ -67,7 +67,7 @@ def _reference_bptt(params, model, init):
     log_support = np.log(np.maximum(np.bincount(idx(BPTT_DATA.ItemId.to_numpy()), minlength=model.n_items_), 1))
     ref_cfg = dict(mode=cfg.mode, n_layers=len(cfg.layers), loss=cfg.loss, final_act=cfg.final_act, logq=cfg.logq,
                    sample_alpha=cfg.sample_alpha, bpreg=cfg.bpreg, lmbd=cfg.lmbd, learning_rate=cfg.learning_rate,
-                   momentum=cfg.momentum, adapt=cfg.adapt)
+                   momentum=cfg.momentum, adapt=cfg.adapt, adapt_params=cfg.adapt_params)
     store = np.asarray(model._store_var.get_value(borrow=True))
     inputs = np.array([idx(s) for s in SLOT_INPUTS]).T  # (steps, slots)
     targets = np.array([idx(s) for s in SLOT_TARGETS]).T

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gru4rec_lib.sessiondata import (Chunk, ItemMap, SessionData, load_events, n_chunks,
-                         session_parallel_schedule)
+from gru4rec_lib.sessiondata import (Chunk, ItemMap, SessionData, load_events, n_chunks, schedule_definition,
+                                    session_parallel_schedule)
 
 
 def make_data(lengths, n_items=7, seed=0):
@@ -19,36 +19,8 @@ def make_data(lengths, n_items=7, seed=0):
 
 
 def brute_force(data, order, batch_size):
-    """Step-by-step slot loop of SPEC §3; returns a dict of (T, B) arrays."""
-    lengths = np.diff(data.offsets)
-    queue = [int(s) for s in order if lengths[s] >= 2]
-    slot_session, slot_pos = [-1] * batch_size, [0] * batch_size
-    for b in range(min(batch_size, len(queue))):
-        slot_session[b] = queue[b]
-    taken = min(batch_size, len(queue))
-    steps = []
-    while any(s >= 0 for s in slot_session):
-        row = []
-        for b in range(batch_size):
-            s, p = slot_session[b], slot_pos[b]
-            if s < 0:
-                row.append((0, 0, True, False, -1, -1))
-            else:
-                e = data.offsets[s] + p
-                row.append((data.item_idx[e], data.item_idx[e + 1], p == 0, True, s, p))
-        steps.append(row)
-        for b in range(batch_size):  # slot order: the lowest free slot takes the next session
-            s = slot_session[b]
-            if s < 0:
-                continue
-            slot_pos[b] += 1
-            if slot_pos[b] == lengths[s] - 1:
-                slot_pos[b] = 0
-                slot_session[b] = queue[taken] if taken < len(queue) else -1
-                taken += 1
-    table = np.array(steps, dtype=object).reshape(len(steps), batch_size, 6)
-    return {name: table[:, :, i].astype(dtype) for i, (name, dtype) in enumerate(
-        zip(Chunk._fields, [np.int32, np.int32, bool, bool, np.int64, np.int32]))}
+    """The library's plain-loop definition of the schedule, as a dict of (T, B) arrays."""
+    return schedule_definition(data, order, batch_size)._asdict()
 
 
 def run_schedule(data, order, batch_size, k):
@@ -103,6 +75,22 @@ def test_schedule_random_lengths_vs_brute_force():
         got = run_schedule(data, order, batch_size, k)
         for name in Chunk._fields:
             np.testing.assert_array_equal(got[name][:len(expected[name])], expected[name])
+
+
+def test_schedule_definition_by_hand_and_with_breaks():
+    """Sessions 0 (3 events), 1 (1 event, skipped), 2 (2 events) on 2 slots; a break in session 0."""
+    data = SessionData(np.array([4, 5, 6, 9, 7, 8]), np.array([0, 3, 4, 6]), np.array([10, 11, 12]),
+                       np.zeros(3), breaks=np.array([False, True, False, False, False, False]))
+    chunk = schedule_definition(data, [0, 1, 2], 2)
+    np.testing.assert_array_equal(chunk.inputs, [[4, 7], [5, 0]])
+    np.testing.assert_array_equal(chunk.targets, [[5, 8], [6, 0]])
+    np.testing.assert_array_equal(chunk.reset, [[True, True], [True, True]])  # the break resets step 2
+    np.testing.assert_array_equal(chunk.active, [[True, True], [True, False]])
+    np.testing.assert_array_equal(chunk.session, [[0, 2], [0, -1]])
+    got = run_schedule(data, [0, 1, 2], 2, 3)
+    for name in Chunk._fields:
+        np.testing.assert_array_equal(got[name][:2], getattr(chunk, name), err_msg=name)
+    assert schedule_definition(data, [1], 2).active.shape == (0, 2)
 
 
 def test_schedule_invariants():

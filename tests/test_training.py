@@ -1,4 +1,4 @@
-"""Training vs numpy (SPEC §2-§6): exact optimiser steps, fused steps, seeds and dropout, learning.
+"""Training vs numpy: exact optimiser steps, fused steps, seeds and dropout, learning.
 
 Each `fit` compiles a graph (seconds), so the fitted models are module-scoped fixtures and the
 shapes are tiny. The step tests re-compute two session-parallel training steps in float64 numpy
@@ -54,6 +54,19 @@ STEP_CONFIGS = {
     "none_smoothing_gradcap": dict(
         loss="xe_logit", final_act="softmax_logit", layers=(5,), embedding=0, smoothing=0.2, grad_cap=0.08,
         momentum=0.3, learning_rate=0.2, n_sample=0, steps_per_call=3),
+    # one step per optimiser, each with lmbd (decoupled from the scaling), most with momentum
+    "top1_adagrad_l2_gradcap_momentum_shared": dict(
+        loss="top1", final_act="tanh", layers=(4,), constrained_embedding=True, lmbd=0.02, grad_cap=0.01,
+        momentum=0.4, learning_rate=0.1, n_sample=5, steps_per_call=1),
+    "bpr_adadelta_l2_separate": dict(
+        loss="bpr", final_act="linear", layers=(4,), embedding=3, adapt="adadelta", lmbd=0.01,
+        learning_rate=0.05, n_sample=4, steps_per_call=2),
+    "top1max_adam_l2_momentum_none": dict(
+        loss="top1-max", final_act="linear", layers=(3,), embedding=0, adapt="adam", lmbd=0.01, momentum=0.2,
+        adapt_params={"beta1": 0.8, "beta2": 0.9}, learning_rate=0.05, n_sample=3, steps_per_call=1),
+    "bprmax_sgd_l2_gradcap_momentum_shared": dict(
+        loss="bpr-max", final_act="linear", layers=(4,), constrained_embedding=True, adapt=None, lmbd=0.03,
+        grad_cap=0.02, momentum=0.5, learning_rate=0.3, n_sample=4, steps_per_call=2),
 }
 
 
@@ -65,9 +78,10 @@ def stepped(request):
 
 
 def _reference_steps(params, model, init):
-    """Two SPEC §6 steps in numpy from the model's initial state.
+    """Two training steps in numpy (the authors' update) from the model's initial state.
 
-    Returns (params, opt, touched): `touched` are the rows of Wy and By that the steps use.
+    Returns (params, opt, touched, losses): `touched` are the rows of Wy and By that the steps use,
+    `losses` the two steps' losses.
     """
     cfg = model._cfg
     names = model._param_names
@@ -79,24 +93,25 @@ def _reference_steps(params, model, init):
     ref_cfg = dict(mode=cfg.mode, n_layers=len(cfg.layers), loss=cfg.loss, final_act=cfg.final_act,
                    logq=cfg.logq, sample_alpha=cfg.sample_alpha, smoothing=cfg.smoothing, bpreg=cfg.bpreg,
                    lmbd=cfg.lmbd, grad_cap=cfg.grad_cap, learning_rate=cfg.learning_rate,
-                   momentum=cfg.momentum, adapt=cfg.adapt)
+                   momentum=cfg.momentum, adapt=cfg.adapt, adapt_params=cfg.adapt_params)
     store = np.asarray(model._store_var.get_value(borrow=True))
     hidden = [np.zeros((3, h)) for h in cfg.layers]
-    touched = set()
+    touched, losses = set(), []
     for step in range(2):
         inputs, targets = idx(STEP_INPUTS[step]), idx(STEP_TARGETS[step])
         negatives = store[step] if params["n_sample"] else np.zeros(0, np.int32)
         touched |= set(targets) | set(negatives) | (set(inputs) if cfg.mode == "shared" else set())
         hidden = [h[:len(inputs)] for h in hidden]  # the slots still active (the first ones here)
+        losses.append(ref.step_loss(weights, ref_cfg, inputs, targets, negatives, hidden, log_support, 3)[0])
         hidden = ref.train_step(weights, opt, ref_cfg, inputs, targets, negatives, hidden, log_support, 3)
     if cfg.grad_cap:
         assert ref_cfg["capped"] == [True, True], "grad_cap should bind"
-    return weights, opt, touched
+    return weights, opt, touched, losses
 
 
 def test_two_training_steps_match_numpy(stepped):
     name, params, model, init = stepped
-    weights, opt, _ = _reference_steps(params, model, init)
+    weights, opt, _, _ = _reference_steps(params, model, init)
     got = _state(model)
     assert float(got["step"]) == 2.0
     for key in [*weights, *opt]:
@@ -104,6 +119,13 @@ def test_two_training_steps_match_numpy(stepped):
         atol = 1e-7 if key.startswith("acc/") else 5e-6  # accumulators are small: a tighter bound
         np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=atol, err_msg=f"{name}: {key}")
     assert set(got) == set(weights) | set(opt) | {"step"}
+
+
+def test_epoch_loss_weights_each_step_by_its_active_rows(stepped):
+    """As the authors' code: sum_s n_s L_s / sum_s n_s, here (3 L_1 + 2 L_2) / 5."""
+    name, params, model, init = stepped
+    _, _, _, losses = _reference_steps(params, model, init)
+    np.testing.assert_allclose(model.epoch_losses_, [(3 * losses[0] + 2 * losses[1]) / 5], rtol=1e-5, err_msg=name)
 
 
 def test_duplicates_are_exercised(stepped):
@@ -118,7 +140,7 @@ def test_duplicates_are_exercised(stepped):
 
 def test_untouched_rows_and_their_state_do_not_change(stepped):
     name, params, model, init = stepped
-    _, _, touched = _reference_steps(params, model, init)
+    _, _, touched, _ = _reference_steps(params, model, init)
     got = _state(model)
     idx = model.item_map_.indices
     never_fed = sorted(set(range(model.n_items_)) - set(idx([A, B, C, D])))  # e, f and g

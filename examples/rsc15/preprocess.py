@@ -5,7 +5,7 @@ Usage::
     python examples/rsc15/preprocess.py path/to/yoochoose-clicks.dat data/rsc15
 
 The raw file is comma separated without a header: SessionID, Timestamp (ISO 8601 in UTC, e.g.
-``2014-04-07T10:51:09.277Z``), ItemID, Category. A ``.gz`` file works too. The rules (SPEC §9):
+``2014-04-07T10:51:09.277Z``), ItemID, Category. A ``.gz`` file works too. The rules (the authors' RSC15 preprocessing):
 
 1. drop sessions of length 1, then items with fewer than 5 events, then sessions shorter than 2;
 2. test = sessions whose last event is in the final day (last event time >= tmax - 86400 s),

@@ -1,0 +1,275 @@
+"""The optimisers of GRU4Rec as pure functions on PyTensor graphs (see docs/conformance.md).
+
+Every function takes a parameter, its gradient and its optimiser state and returns new values;
+nothing here owns a variable. `dense_update` treats a whole parameter; `rows_update` the rows of
+an item matrix that one step touched, given as gathered rows with their (coalesced) gradients.
+`apply_gradients` runs one training step's updates: the gradient cap, the finiteness guard and
+the per-parameter updates, and returns every new value by state key.
+
+The update of one parameter p with gradient g (all elementwise; d is the optimiser's direction):
+
+    adagrad   acc' = acc + g^2;                  d = g / sqrt(acc' + eps)
+    rmsprop   acc' = rho acc + (1 - rho) g^2;    d = g / sqrt(acc' + eps)
+    adadelta  acc' = rho acc + (1 - rho) g^2;    d = g sqrt((delta + eps) / (acc' + eps)),
+              delta' = rho delta + (1 - rho) d^2 (learning rate forced to 1)
+    adam      m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g^2;
+              d = (m' / (1 - b1^t)) / (sqrt(v' / (1 - b2^t)) + eps), t counted per row on item matrices
+    None      d = g (plain SGD)
+
+    step = -lr (d + lmbd p)                      (L2 decoupled from the adaptive scaling)
+    momentum: vel' = mu vel + step; p' = p + vel'; else p' = p + step
+"""
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytensor.tensor as pt
+
+from gru4rec_lib.backend import FLOATX
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_DEFAULTS = {
+    "adagrad": {"epsilon": 1e-6},
+    "rmsprop": {"decay": 0.9, "epsilon": 1e-6},
+    "adadelta": {"decay": 0.95, "epsilon": 1e-6},
+    "adam": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-6},
+    None: {},
+}
+OPTIMIZER_STATES = {"adagrad": ("acc",), "rmsprop": ("acc",), "adadelta": ("acc", "acc_delta"),
+                    "adam": ("m", "v"), None: ()}
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """The optimiser's constants: adapt, its constants, learning rate, momentum and L2 strength."""
+
+    adapt: str = "adagrad"
+    consts: dict = field(default_factory=dict)
+    learning_rate: float = 0.1
+    momentum: float = 0.0
+    lmbd: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Build from checked hyperparameters; adadelta runs at learning rate 1 (with a warning).
+
+        # conformance: adadelta
+        """
+        lr = cfg.learning_rate
+        if cfg.adapt == "adadelta" and lr != 1.0:
+            logger.warning("adadelta takes no learning rate: learning_rate=%s is replaced by 1.0", lr)
+            lr = 1.0
+        return cls(cfg.adapt, dict(cfg.adapt_consts), float(lr), float(cfg.momentum), float(cfg.lmbd))
+
+    def state_keys(self, name, sparse):
+        """State keys of parameter `name`: optimiser state, Adam's per-row count, velocity."""
+        keys = [f"{s}/{name}" for s in OPTIMIZER_STATES[self.adapt]]
+        if self.adapt == "adam" and sparse:
+            keys.append(f"count/{name}")
+        return keys + ([f"velocity/{name}"] if self.momentum else [])
+
+    @staticmethod
+    def state_shape(key, param_shape):
+        """Shape of a state array: a per-row vector for Adam's counts, else the parameter's."""
+        return param_shape[:1] if key.startswith("count/") else param_shape
+
+
+# ---------------------------------------------------------------- the elementwise rules
+def moments(opt, grad, state):
+    """The accumulators that depend on the gradient only: {short state name: new value}."""
+    c = opt.consts
+    if opt.adapt == "adagrad":
+        return {"acc": state["acc"] + grad ** 2}
+    if opt.adapt in ("rmsprop", "adadelta"):
+        return {"acc": np.float32(c["decay"]) * state["acc"] + np.float32(1 - c["decay"]) * grad ** 2}
+    if opt.adapt == "adam":
+        return {"m": np.float32(c["beta1"]) * state["m"] + np.float32(1 - c["beta1"]) * grad,
+                "v": np.float32(c["beta2"]) * state["v"] + np.float32(1 - c["beta2"]) * grad ** 2}
+    return {}
+
+
+def direction(opt, grad, state, new, count):
+    """The scaled gradient d, and the states that depend on it ({short name: new value}).
+
+    `new` holds the values of `moments`; `count` is Adam's step number t (scalar or per row).
+    """
+    c = opt.consts
+    if opt.adapt in ("adagrad", "rmsprop"):
+        return grad / pt.sqrt(new["acc"] + np.float32(c["epsilon"])), {}
+    if opt.adapt == "adadelta":
+        eps, rho = np.float32(c["epsilon"]), np.float32(c["decay"])
+        d = grad * pt.sqrt((state["acc_delta"] + eps) / (new["acc"] + eps))
+        return d, {"acc_delta": rho * state["acc_delta"] + (1 - rho) * d ** 2}
+    if opt.adapt == "adam":
+        m_hat = new["m"] / (1 - np.float32(c["beta1"]) ** count)
+        v_hat = new["v"] / (1 - np.float32(c["beta2"]) ** count)
+        return m_hat / (pt.sqrt(v_hat) + np.float32(c["epsilon"])), {}
+    return grad, {}
+
+
+def descend(opt, param, d, velocity):
+    """(change of the parameter, new velocity): -lr (d + lmbd p), through momentum when set."""
+    step = -np.float32(opt.learning_rate) * (d + np.float32(opt.lmbd) * param if opt.lmbd else d)
+    if not opt.momentum:
+        return step, None
+    velocity = np.float32(opt.momentum) * velocity + step
+    return velocity, velocity
+
+
+def _short(key):
+    return key.split("/")[0]
+
+
+# ---------------------------------------------------------------- one parameter
+def dense_update(opt, name, param, grad, state, count):
+    """New values of a whole parameter and of its state keys (`state`: key -> array).
+
+    Returns {name: new parameter, key: new state}; `count` is the global step number t.
+    """
+    old = {_short(k): v for k, v in state.items()}
+    new = moments(opt, grad, old)
+    d, extra = direction(opt, grad, old, new, count)
+    new.update(extra)
+    change, velocity = descend(opt, param, d, old.get("velocity"))
+    if velocity is not None:
+        new["velocity"] = velocity
+    out = {key: new[_short(key)] for key in state}
+    out[name] = param + change
+    return out
+
+
+def _scatter(full, idx, old, new, share, apply):
+    """`full` with each occurrence adding `share` of its row's change (the shares of a row sum to 1).
+
+    A switch, not a product alone: a non-finite change (a failed step, or an untouched
+    occurrence's Adam count of 0) times a zero share would still be NaN.
+    """
+    share = share.reshape((-1,) + (1,) * (old.ndim - 1))
+    return pt.inc_subtensor(full[idx], pt.switch(apply & (share > 0), new - old, 0) * share)
+
+
+def rows_update(opt, name, full, idx, rows, grad, share, state, apply):
+    """New values of an item matrix (and its state) on the rows `idx` that one step touched.
+
+    `rows` = full[idx] (n_occ, ...), `grad` the summed gradient of each occurrence's row
+    (`coalesce`), `share` (n_occ,) each occurrence's part of its row's change, `apply` a scalar
+    bool (False: nothing changes). Every state is written first and its rows read back, so that
+    the step depends on the scatter and XLA updates the state in place instead of copying it.
+    """
+    old = {_short(k): state[k][idx] for k in state}
+    keys = {_short(k): k for k in state}
+    out = {}
+
+    def write(short, value):
+        out[keys[short]] = _scatter(state[keys[short]], idx, old[short], value, share, apply)
+        return out[keys[short]][idx]
+
+    new = {short: write(short, value) for short, value in moments(opt, grad, old).items()}
+    count = None
+    if "count" in keys:  # Adam: each row counts its own steps
+        count = pt.maximum(write("count", old["count"] + 1), 1).reshape((-1,) + (1,) * (grad.ndim - 1))
+    d, extra = direction(opt, grad, old, new, count)
+    for short, value in extra.items():
+        write(short, value)
+    change, velocity = descend(opt, rows, d, old.get("velocity"))
+    if velocity is not None:
+        change = write("velocity", velocity)
+    out[name] = _scatter(full, idx, rows, rows + change, share, apply)
+    return out
+
+
+# ---------------------------------------------------------------- one training step
+def coalesce(idx, grad, touched):
+    """Sum the gradients of occurrences of the same row: (summed gradient per occurrence, share).
+
+    A segment sum over the sorted indices (O(occurrences), no n_items-sized buffer). `share` is
+    1/count for the touched occurrences of a row (count = its touched occurrences) and 0 for the
+    others, so a row takes exactly one optimiser step on its summed gradient.
+    """
+    n_occ = idx.type.shape[0]
+    flat = grad.reshape((n_occ, -1)) if grad.ndim > 1 else grad[:, None]
+    width = flat.type.shape[1]
+    ext = pt.concatenate([flat, touched[:, None].astype(grad.dtype)], axis=1)
+    first = pt.searchsorted(pt.sort(idx), idx).astype("int32")  # one segment per distinct value
+    summed = pt.inc_subtensor(pt.zeros((n_occ, width + 1), dtype=grad.dtype)[first], ext)[first]
+    share = touched / pt.maximum(summed[:, width], 1)
+    return summed[:, :width].reshape(grad.shape), share.astype(grad.dtype)
+
+
+@dataclass
+class RowGrads:
+    """The touched rows of one item matrix: indices, gathered rows, per-occurrence gradients, touched."""
+
+    idx: object
+    rows: object
+    grad: object
+    touched: object
+
+
+def grad_norm2(dense_grads, row_grads):
+    """Squared norm of the step's gradient: dense parameters plus every touched occurrence's row gradient.
+
+    # conformance: grad_cap (per occurrence, before the L2 term)
+    """
+    total = sum(pt.sum(g ** 2) for g in dense_grads.values())
+    for r in row_grads.values():
+        per_occ = r.grad ** 2 if r.grad.ndim == 1 else pt.sum(r.grad ** 2, axis=tuple(range(1, r.grad.ndim)))
+        total = total + pt.sum(pt.switch(r.touched, per_occ, 0))
+    return total
+
+
+def _rows_finite(opt, name, idx, rows, grad, share, state):
+    """Whether the new values of the touched rows (parameter and state) are finite, computed on the
+    gathered rows with the same rules as `rows_update` (no pass over the item matrix)."""
+    old = {_short(k): state[k][idx] for k in state}
+    new = moments(opt, grad, old)
+    count = None
+    if "count" in old:
+        new["count"] = old["count"] + 1
+        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
+    d, extra = direction(opt, grad, old, new, count)
+    new.update(extra)
+    change, velocity = descend(opt, rows, d, old.get("velocity"))
+    values = [rows + change, *new.values()] + ([velocity] if velocity is not None else [])
+    untouched = (share <= 0).reshape((-1,) + (1,) * (rows.ndim - 1))
+    return [pt.all(pt.isfinite(v) | (untouched if v.ndim == rows.ndim else share <= 0)) for v in values]
+
+
+def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1):
+    """New values of every parameter and state key after one step (the compile step collects them).
+
+    `state`: key -> current value (parameters, optimiser states, "step", "ok"); `dense_grads`:
+    name -> gradient; `row_grads`: name -> RowGrads. A step whose loss, gradient or any new value
+    (weights, optimiser state, velocity: a huge learning rate overflows float32) is not finite
+    changes nothing, and neither do the steps after it ("ok"); a step with fewer than
+    `min_active` active rows (padding; a lone session without negatives) changes nothing either.
+    """
+    norm2 = grad_norm2(dense_grads, row_grads)
+    scale = np.float32(1)
+    if grad_cap:
+        scale = pt.switch(norm2 >= grad_cap ** 2, np.float32(grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
+    step = state["step"] + 1
+    dense_values, finite = {}, []
+    for name, grad in dense_grads.items():
+        keys = opt.state_keys(name, sparse=False)
+        dense_values[name] = dense_update(opt, name, state[name], grad * scale, {k: state[k] for k in keys}, step)
+        finite += [pt.all(pt.isfinite(v)) for v in dense_values[name].values()]
+    coalesced = {}
+    for name, r in row_grads.items():
+        coalesced[name] = coalesce(r.idx, r.grad * scale, r.touched)
+        keys = opt.state_keys(name, sparse=True)
+        finite += _rows_finite(opt, name, r.idx, r.rows, *coalesced[name], {k: state[k] for k in keys})
+    enough = pt.sum(active) >= min_active
+    ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
+    if finite:  # a padding step applies nothing: its values do not count
+        ok = ok & (pt.all(pt.stack(finite)) | ~enough)
+    apply = ok & enough
+    new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
+    for name, values in dense_values.items():
+        new.update({k: pt.switch(apply, v, state[k]) for k, v in values.items()})
+    for name, r in row_grads.items():
+        keys = opt.state_keys(name, sparse=True)
+        new.update(rows_update(opt, name, state[name], r.idx, r.rows, *coalesced[name],
+                               {k: state[k] for k in keys}, apply))
+    return new

@@ -1,0 +1,38 @@
+"""bench/speed.py: a tiny smoke run of the timing core (numbers not checked: not a timed test)."""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "bench" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_preset_prints_machine_rows_and_writes_json(speed, tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert speed.main(["--preset", "smoke", "--steps", "1,4", "--epochs", "1", "--test-events", "300",
+                       "--cache", "", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("gru4rec speed (smoke)") and "command:" in printed and "versions:" in printed
+    result = json.loads(out.read_text())
+    assert [(r["preset"], r["K"]) for r in result["rows"]] == [("smoke", 1), ("smoke", 4)]
+    for row in result["rows"]:
+        assert row["n_items"] == 500 and row["batches_per_s"] > 0 and row["eval_events_per_s"] > 0
+
+
+def test_published_presets_read_the_bundled_parameter_files(speed):
+    args = speed.parse_args(["--preset", "rsc15_xe,retailrocket_bprmax,diginetica_bprmax", "--params", "momentum=0"])
+    shapes = [(p["loss"], p["layers"], p["batch_size"], p["momentum"])
+              for p in (speed.preset_params(name, args) for name in args.names)]
+    assert shapes == [("cross-entropy", (100,), 32, 0.0), ("bpr-max", (224,), 80, 0.0), ("bpr-max", (512,), 128, 0.0)]
+    assert speed.parse_args(["--quick"]).names == ["xe", "bprmax"]
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--preset", "nope"])
