@@ -48,7 +48,7 @@ def target_ranks(scores, target_scores, target_in_scores, mode, xp=np, uniform=N
 
 
 def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=None, batch_size=512,
-             steps_per_call=32, return_ranks=False, show_progress=False, history=None):
+             steps_per_call=32, return_ranks=False, show_progress=False, history=None, allow_pickle=False):
     """Recall@N and MRR@N of next-item prediction on `test_data`, all cut-offs in one pass.
 
     Parameters
@@ -78,11 +78,15 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         state after feeding the user's history (in time order, unknown items skipped), and the
         user's first test event is predicted too, from the last history event (a point with
         position -1 in the ranks). Users without history start from zero as usual.
+    allow_pickle : bool, default False
+        Read ``.pkl``/``.pickle`` paths (test data and history); a pickle runs code when read.
 
     Returns
     -------
     dict with 'recall' and 'mrr' ({N: value}), 'n_points', 'n_dropped' (test events with unknown
     items), 'seconds', and with return_ranks a DataFrame 'ranks' (SessionId, position, rank).
+    A model whose scores are not finite (NaN or inf) raises ValueError instead: NaN scores would
+    rank every target first.
 
     Examples
     --------
@@ -102,7 +106,7 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         raise ValueError("history continues users' hidden states: it needs a GRU4Rec model fitted with user_key")
     reader = sessiondata.SequenceReader(model.session_key, model.item_key, model.time_key, user_key,
                                         model.reset_between_sessions)
-    events = reader.load(test_data)
+    events = reader.load(test_data, allow_pickle=allow_pickle)
 
     def group(frame, keep_rows=False):
         return reader.group(frame, item_map, drop_unknown=True, keep_rows=keep_rows)
@@ -111,14 +115,17 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
         logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
     start = None
     if history is not None:
-        test, start = sequences.continue_histories(model, group, test, events, reader.load(history), batch_size,
-                                                   steps_per_call)
+        past = reader.load(history, allow_pickle=allow_pickle)
+        test, start = sequences.continue_histories(model, group, test, events, past, batch_size, steps_per_call)
     if test.n_steps == 0:
         unit = "user" if user_key else "session"
         raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate")
     sums, ranks = _run(model, test, Ranking(tuple(cutoffs), mode), _candidates(item_map, items), batch_size,
                        steps_per_call, return_ranks, show_progress, start)
     n = test.n_steps
+    if sums[-1]:  # NaN scores would rank every target first: refuse them rather than report them
+        raise ValueError(f"the model's scores are not finite (NaN or inf) at {int(sums[-1])} of {n} evaluation "
+                         "points: its weights are damaged or overflow float32; no metric is reported")
     result = {"recall": {c: float(sums[i] / n) for i, c in enumerate(cutoffs)},
               "mrr": {c: float(sums[len(cutoffs) + i] / n) for i, c in enumerate(cutoffs)},
               "n_points": n, "n_dropped": test.n_dropped, "seconds": time.perf_counter() - started}
@@ -214,13 +221,16 @@ class Ranking:
         return [self._rng.random(chunk.active.shape).astype(np.float32) for _ in range(self.n_draws)]
 
     def step(self, scores, target_scores, target_in_scores, xp, *draws):
-        """Rank (B,) of each slot's target (see `target_ranks`)."""
-        return target_ranks(scores, target_scores, target_in_scores, self.mode, xp=xp,
-                            uniform=draws[0] if draws else None)
+        """Rank (B,) of each slot's target (see `target_ranks`); NaN where a score is not finite."""
+        ranks = target_ranks(scores, target_scores, target_in_scores, self.mode, xp=xp,
+                             uniform=draws[0] if draws else None)
+        finite = xp.all(xp.isfinite(scores), axis=1) & xp.isfinite(target_scores)
+        return (pt.switch if xp is pt else np.where)(finite, ranks, np.nan)
 
     def total(self, values, active, xp):
-        """Hits@N, then the reciprocal-rank sums @N, over the active points of a chunk."""
-        return _metric_sums(values, active, self.cutoffs, xp=xp)
+        """Hits@N, then the reciprocal-rank sums @N, then the count of points with a non-finite
+        score (it rides along with the sums: no extra sync), over the active points of a chunk."""
+        return _metric_sums(values, active, self.cutoffs, xp=xp) + [xp.sum(xp.isnan(values) & active)]
 
 
 def _metric_sums(ranks, active, cutoffs, xp=np):

@@ -6,11 +6,16 @@ Session-based Recommendations" (CIKM 2018), written as a PyTensor graph and comp
 How each option compares with the authors' code is in docs/conformance.md; comments
 ``# conformance: NAME`` point to its rows.
 """
+import contextlib
+import dataclasses
+import inspect
 import json
 import logging
 import os
 import tempfile
 import time
+import warnings
+from collections import OrderedDict
 from difflib import get_close_matches
 
 import numpy as np
@@ -25,6 +30,7 @@ from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
 from gru4rec_lib.optim import OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients  # noqa: F401 (re-exported)
 from gru4rec_lib.backend import (
     FLOATX,
+    TopK,
     compile_fn,
     device_put,
     float32_graph,
@@ -66,10 +72,12 @@ def _elementwise_activation(name):
         consts = [float(p) for p in parts[1:]]
     except ValueError:
         consts = None
+    if consts is not None and not np.all(np.isfinite(consts)):
+        consts = None  # 'elu-nan', 'leaky-inf': the constants must be finite numbers
     base, n_consts = parts[0], {"linear": 0, "relu": 0, "tanh": 0, "leaky": 1, "elu": 1, "selu": 2}
     if base not in n_consts or consts is None or len(consts) != n_consts[base]:
         raise ValueError(f"unknown activation {name!r}; use linear, relu, tanh, leaky-X, elu-X or "
-                         "selu-X-Y (softmax and softmax_logit only as final_act)")
+                         "selu-X-Y with finite numbers X, Y (softmax and softmax_logit only as final_act)")
     if base == "linear":
         return lambda x: x
     if base == "relu":
@@ -207,27 +215,21 @@ def apply_dropout(x, keep, p):
 
 
 # ---------------------------------------------------------------- the model
-PARAM_DEFAULTS = dict(
-    loss="bpr-max", final_act=None, hidden_act="tanh", layers=(100,), n_epochs=10, batch_size=32,
-    dropout_p_embed=0.0, dropout_p_hidden=0.0, learning_rate=0.1, momentum=0.0, lmbd=0.0, embedding=0,
-    constrained_embedding=False, n_sample=2048, sample_alpha=0.75, smoothing=0.0, bpreg=1.0, logq=0.0,
-    sample_store=10_000_000, init_as_normal=False, sigma=0.0, adapt="adagrad", adapt_params=None,
-    grad_cap=0.0, train_random_order=False, time_sort=True, steps_per_call=None, seed=42, device=None,
-    show_progress=True, session_key="SessionId", item_key="ItemId", time_key="Time", bptt=1, user_key=None,
-    reset_between_sessions=False,
-)
+class _FrozenDict(dict):
+    """A dict that can sit in a frozen, hashable configuration (the optimiser constants)."""
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items())))
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("the configuration is frozen")
+
+    __setitem__ = __delitem__ = update = pop = clear = setdefault = _readonly
 
 
-class _Config:
-    """Checked, derived hyperparameters (built by `GRU4Rec._check_params`; never stored by __init__)."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
-def _check(condition, name, value, expected):
+def _check(condition, name, value, expected, error=ValueError):
     if not condition:
-        raise ValueError(f"{name}={value!r} is invalid: expected {expected}")
+        raise error(f"{name}={value!r} is invalid: expected {expected}")
 
 
 def _is_int(value):
@@ -236,6 +238,123 @@ def _is_int(value):
 
 def _is_real(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_finite(value):
+    return _is_real(value) and bool(np.isfinite(value))
+
+
+BOOL_PARAMS = ("constrained_embedding", "init_as_normal", "train_random_order", "time_sort", "show_progress",
+               "reset_between_sessions")
+
+
+def _check_activation(name, value, final=False):
+    if final and value in ("softmax", "softmax_logit"):
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name}={value!r} is invalid: expected an activation name (str), e.g. 'tanh'")
+    try:
+        _elementwise_activation(value)
+    except ValueError as err:
+        raise ValueError(f"{name}={value!r} is invalid: {err}") from None
+
+
+def _check_loss(p):
+    """Loss, activations and smoothing; a final_act of None becomes the loss's own (in `p`)."""
+    _check(p["loss"] in LOSSES, "loss", p["loss"], f"one of {list(LOSSES)}")
+    required = LOSSES[p["loss"]]
+    if p["final_act"] is None:
+        p["final_act"] = required or "linear"
+    if required is not None or p["final_act"] in ("softmax", "softmax_logit"):
+        _check(p["final_act"] == required, "final_act", p["final_act"],
+               f"{required!r} with loss={p['loss']!r}" if required else
+               f"an elementwise activation with loss={p['loss']!r} (softmax goes with cross-entropy)")
+    _check_activation("final_act", p["final_act"], final=True)
+    _check_activation("hidden_act", p["hidden_act"])
+    _check(not p["smoothing"] or p["loss"] in ("cross-entropy", "xe_logit"), "smoothing", p["smoothing"],
+           "0 unless loss is cross-entropy or xe_logit")
+
+
+def _check_numbers(p):
+    """Counts, probabilities and rates: the right type, finite, in range (NaN fails every range)."""
+    for name in BOOL_PARAMS:
+        _check(isinstance(p[name], (bool, np.bool_)), name, p[name], "True or False (a bool, not a string)",
+               TypeError)
+    _check(_is_int(p["batch_size"]) and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive int")
+    _check(p["steps_per_call"] is None or (_is_int(p["steps_per_call"]) and p["steps_per_call"] >= 1),
+           "steps_per_call", p["steps_per_call"], "a positive int or None")
+    _check(_is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
+    for name in ("n_sample", "sample_store"):
+        _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
+    _check(_is_int(p["max_live_sessions"]) and p["max_live_sessions"] >= 1, "max_live_sessions",
+           p["max_live_sessions"], "a positive int")
+    for name in ("dropout_p_embed", "dropout_p_hidden", "momentum", "smoothing"):
+        _check(_is_finite(p[name]) and 0 <= p[name] < 1, name, p[name], "a number in [0, 1)")
+    for name in ("logq", "sample_alpha"):
+        _check(_is_finite(p[name]) and 0 <= p[name] <= 1, name, p[name], "a number in [0, 1]")
+    _check(_is_finite(p["learning_rate"]) and p["learning_rate"] > 0, "learning_rate", p["learning_rate"],
+           "a finite number > 0")
+    for name in ("lmbd", "bpreg", "sigma", "grad_cap"):
+        _check(_is_finite(p[name]) and p[name] >= 0, name, p[name], "a finite number >= 0")
+    _check(p["seed"] is None or _is_int(p["seed"]), "seed", p["seed"], "an int or None")
+    _check(_is_int(p["bptt"]) and p["bptt"] >= 1, "bptt", p["bptt"], "a positive int (1: no BPTT)")
+
+
+def _check_columns(p):
+    for name in ("item_key", "time_key"):
+        _check(isinstance(p[name], str), name, p[name], "a column name (str)")
+    _check(p["user_key"] is None or isinstance(p["user_key"], str), "user_key", p["user_key"],
+           "None (sessions) or the user column's name (str)")
+    _check(not p["reset_between_sessions"] or p["user_key"] is not None, "reset_between_sessions",
+           p["reset_between_sessions"], "False unless user_key is set (sessions always start from zero)")
+    needs_session = p["user_key"] is None or p["reset_between_sessions"]
+    _check(isinstance(p["session_key"], str) or (p["session_key"] is None and not needs_session),
+           "session_key", p["session_key"], "a column name (str)")
+
+
+def _optimizer_consts(p):
+    _check(p["adapt"] in OPTIMIZER_DEFAULTS, "adapt", p["adapt"], f"one of {list(OPTIMIZER_DEFAULTS)}")
+    consts = dict(OPTIMIZER_DEFAULTS[p["adapt"]])
+    extra = p["adapt_params"] or {}
+    _check(isinstance(extra, dict) and set(extra) <= set(consts), "adapt_params", extra,
+           f"a dict with keys among {sorted(consts)} for adapt={p['adapt']!r}")
+    _check(all(_is_finite(v) for v in extra.values()), "adapt_params", extra, "finite numbers as values")
+    consts.update({k: float(v) for k, v in extra.items()})
+    return _FrozenDict(consts)
+
+
+def _embedding_mode(p, layers):
+    emb = p["embedding"]
+    _check(emb == "layersize" or (_is_int(emb) and emb >= 0), "embedding", emb, "an int >= 0 or 'layersize'")
+    if p["constrained_embedding"]:
+        return "shared", layers[-1]
+    if emb:
+        return "separate", layers[0] if emb == "layersize" else int(emb)
+    return "none", 0
+
+
+def make_config(params):
+    """Validate constructor parameters (a dict, as `get_params` gives) and return the frozen `Config`.
+
+    The one place where parameters are checked: every value gets its type, range and finiteness
+    checked, and a clear ValueError (TypeError for a wrong type such as ``'False'``) names it.
+    Derived values are added: the embedding ``mode`` and ``emb_size``, the optimiser constants
+    ``adapt_consts``, the resolved ``device`` and ``steps_per_call``.
+    """
+    p = dict(params)
+    _check_loss(p)
+    layers = (p["layers"],) if _is_int(p["layers"]) else p["layers"]
+    _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(_is_int(h) and h > 0 for h in layers),
+           "layers", p["layers"], "a non-empty tuple of positive ints, e.g. (100,)")
+    _check_numbers(p)
+    _check_columns(p)
+    consts = _optimizer_consts(p)
+    layers = tuple(int(h) for h in layers)
+    mode, emb_size = _embedding_mode(p, layers)
+    device = resolve_device(p["device"])
+    steps = p["steps_per_call"] or (1 if device.platform == "cpu" else 64)
+    p.update(layers=layers, adapt_params=_FrozenDict(p["adapt_params"]) if p["adapt_params"] else None, device=device, steps_per_call=steps)
+    return Config(**p, mode=mode, emb_size=emb_size, adapt_consts=consts)
 
 
 class GRU4Rec(SequenceMixin, SessionModel):
@@ -335,6 +454,10 @@ class GRU4Rec(SequenceMixin, SessionModel):
         With user_key: zero the hidden state before the first event of each session of a user
         (the step that predicts that event from the previous session is still trained). Needs
         the session column.
+    max_live_sessions : int, default 100_000
+        Most sessions `recommend` keeps a hidden state for; beyond it the least recently used
+        session is forgotten (it starts again from the zero state if it comes back). Each kept
+        session costs about 4 bytes per hidden unit plus its set of seen items.
 
     Attributes
     ----------
@@ -369,7 +492,8 @@ class GRU4Rec(SequenceMixin, SessionModel):
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
                  adapt="adagrad", adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
                  steps_per_call=None, seed=42, device=None, show_progress=True, session_key="SessionId",
-                 item_key="ItemId", time_key="Time", bptt=1, user_key=None, reset_between_sessions=False):
+                 item_key="ItemId", time_key="Time", bptt=1, user_key=None, reset_between_sessions=False,
+                 max_live_sessions=100_000):
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)
@@ -377,81 +501,20 @@ class GRU4Rec(SequenceMixin, SessionModel):
     # -- parameters -------------------------------------------------------------------------
     def get_params(self, deep=True):
         """Constructor parameters as a dict (scikit-learn convention)."""
-        return {name: getattr(self, name) for name in PARAM_DEFAULTS}
+        return {name: getattr(self, name) for name in PARAM_NAMES}
 
     def set_params(self, **params):
         """Set constructor parameters; unknown names raise ValueError. Returns self."""
         for name, value in params.items():
-            if name not in PARAM_DEFAULTS:
-                close = get_close_matches(name, PARAM_DEFAULTS, n=3)
+            if name not in PARAM_NAMES:
+                close = get_close_matches(name, PARAM_NAMES, n=3)
                 raise ValueError(f"unknown parameter {name!r}" + (f"; did you mean {close}?" if close else ""))
             setattr(self, name, value)
         return self
 
-    def _check_params(self):
-        """Validate every parameter; return a `_Config` with derived values (names, functions)."""
-        p = self.get_params()
-        _check(p["loss"] in LOSSES, "loss", p["loss"], f"one of {list(LOSSES)}")
-        required = LOSSES[p["loss"]]
-        if p["final_act"] is None:  # the loss's own activation
-            p["final_act"] = required or "linear"
-        if required is not None or p["final_act"] in ("softmax", "softmax_logit"):
-            _check(p["final_act"] == required, "final_act", p["final_act"],
-                   f"{required!r} with loss={p['loss']!r}" if required else
-                   f"an elementwise activation with loss={p['loss']!r} (softmax goes with cross-entropy)")
-        else:
-            _elementwise_activation(p["final_act"])
-        _elementwise_activation(p["hidden_act"])
-        layers = p["layers"]
-        layers = (layers,) if _is_int(layers) else layers
-        _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(_is_int(h) and h > 0 for h in layers),
-               "layers", p["layers"], "a non-empty tuple of positive ints, e.g. (100,)")
-        _check(_is_int(p["batch_size"]) and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive int")
-        _check(p["steps_per_call"] is None or (_is_int(p["steps_per_call"]) and p["steps_per_call"] >= 1),
-               "steps_per_call", p["steps_per_call"], "a positive int or None")
-        _check(_is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
-        for name in ("n_sample", "sample_store"):
-            _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
-        for name in ("dropout_p_embed", "dropout_p_hidden", "momentum", "smoothing"):
-            _check(_is_real(p[name]) and 0 <= p[name] < 1, name, p[name], "a number in [0, 1)")
-        _check(_is_real(p["logq"]) and 0 <= p["logq"] <= 1, "logq", p["logq"], "a number in [0, 1]")
-        _check(_is_real(p["learning_rate"]) and p["learning_rate"] > 0, "learning_rate", p["learning_rate"], "> 0")
-        for name in ("lmbd", "bpreg", "sigma", "grad_cap"):
-            _check(_is_real(p[name]) and p[name] >= 0, name, p[name], "a number >= 0")
-        _check(_is_real(p["sample_alpha"]), "sample_alpha", p["sample_alpha"], "a number")
-        _check(not p["smoothing"] or p["loss"] in ("cross-entropy", "xe_logit"), "smoothing", p["smoothing"],
-               "0 unless loss is cross-entropy or xe_logit")
-        emb = p["embedding"]
-        _check(emb == "layersize" or (_is_int(emb) and emb >= 0), "embedding", emb, "an int >= 0 or 'layersize'")
-        _check(p["adapt"] in OPTIMIZER_DEFAULTS, "adapt", p["adapt"], f"one of {list(OPTIMIZER_DEFAULTS)}")
-        consts = dict(OPTIMIZER_DEFAULTS[p["adapt"]])
-        extra = p["adapt_params"] or {}
-        _check(isinstance(extra, dict) and set(extra) <= set(consts), "adapt_params", extra,
-               f"a dict with keys among {sorted(consts)} for adapt={p['adapt']!r}")
-        consts.update({k: float(v) for k, v in extra.items()})
-        _check(p["seed"] is None or _is_int(p["seed"]), "seed", p["seed"], "an int or None")
-        for name in ("item_key", "time_key"):
-            _check(isinstance(p[name], str), name, p[name], "a column name (str)")
-        _check(p["user_key"] is None or isinstance(p["user_key"], str), "user_key", p["user_key"],
-               "None (sessions) or the user column's name (str)")
-        _check(isinstance(p["reset_between_sessions"], (bool, np.bool_)), "reset_between_sessions",
-               p["reset_between_sessions"], "True or False")
-        _check(not p["reset_between_sessions"] or p["user_key"] is not None, "reset_between_sessions",
-               p["reset_between_sessions"], "False unless user_key is set (sessions always start from zero)")
-        needs_session = p["user_key"] is None or p["reset_between_sessions"]
-        _check(isinstance(p["session_key"], str) or (p["session_key"] is None and not needs_session),
-               "session_key", p["session_key"], "a column name (str)")
-        _check(_is_int(p["bptt"]) and p["bptt"] >= 1, "bptt", p["bptt"], "a positive int (1: no BPTT)")
-        device = resolve_device(p["device"])
-        if p["constrained_embedding"]:
-            mode, emb_size = "shared", layers[-1]
-        elif emb:
-            mode, emb_size = "separate", layers[0] if emb == "layersize" else int(emb)
-        else:
-            mode, emb_size = "none", 0
-        return _Config(**{**p, "layers": tuple(int(h) for h in layers), "mode": mode, "emb_size": emb_size,
-                          "adapt_consts": consts, "device": device,
-                          "steps_per_call": p["steps_per_call"] or (1 if device.platform == "cpu" else 64)})
+    def config(self):
+        """The validated, frozen `Config` of the current parameters (what `fit` trains with)."""
+        return make_config(self.get_params())
 
     # -- weights ----------------------------------------------------------------------------
     def _param_shapes(self, cfg, n_items):
@@ -612,7 +675,8 @@ class GRU4Rec(SequenceMixin, SessionModel):
                               loss, active, min_active=1 if cfg.n_sample else 2)
         new.update(carried)
         new["rng"] = rng
-        return [new[n] for n in names] + [loss]
+        stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
+        return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
 
 
     @float32_graph
@@ -644,7 +708,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
         return compile_fn(seqs, outputs[-1], updates)
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, data, retrain=False, callbacks=None):
+    def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):
         """Train on session data; returns self.
 
         Parameters
@@ -656,12 +720,23 @@ class GRU4Rec(SequenceMixin, SessionModel):
             weights and the optimiser state (Adagrad accumulators, velocities) are kept, items not
             seen before get new rows initialised as at the start, and sampling popularity is rebuilt
             from `data` (items absent from it keep a support of 1). Shape-changing parameters
-            (layers, embedding mode, adapt) cannot change at retrain.
+            (layers, embedding mode, adapt) cannot change at retrain. A retrain that fails (a bad
+            parameter, bad data, a diverging loss, a callback's exception) leaves the model exactly
+            as it was before the call.
         callbacks : list of callable or None
             Each is called after every epoch as ``callback(model, stats)``, ``stats`` a copy of the
             epoch's ``epoch_stats_`` entry. If any returns True, training stops after that epoch
             (``stopped_epoch_`` says which); an exception from a callback ends `fit`. See
             `gru4rec_lib.callbacks.Validation` for validation each epoch and early stopping.
+        allow_pickle : bool, default False
+            Read a ``.pkl``/``.pickle`` path; loading a pickle runs code from the file, so it needs
+            this explicit opt-in.
+
+        Raises
+        ------
+        ModelFitError
+            A step's loss or update was not finite: training stops and the model keeps the
+            weights of the last step whose loss and update were finite.
 
         Examples
         --------
@@ -671,15 +746,29 @@ class GRU4Rec(SequenceMixin, SessionModel):
         >>> len(model.epoch_losses_)
         1
         """
-        cfg = self._check_params()
+        cfg = self.config()
         callbacks = _check_callbacks(callbacks)
-        if retrain:
-            self._check_retrain(cfg)
+        if not retrain:
+            return self._fit(cfg, data, False, allow_pickle, callbacks)
+        self._check_retrain(cfg)
+        snapshot = dict(self.__dict__), self.state_dict()
+        try:
+            return self._fit(cfg, data, True, allow_pickle, callbacks)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot[0])
+            self._state = {name: shared_on_device(value, name, self._cfg.device) for name, value in snapshot[1].items()}
+            self._fns = {}  # compiled against the replaced variables
+            raise
+
+    def _fit(self, cfg, data, retrain, allow_pickle, callbacks):
+        """Prepare the data, build and compile, train (`fit` after the parameter checks)."""
         started = time.perf_counter()
         reader = sessiondata.SequenceReader(cfg.session_key, cfg.item_key, cfg.time_key, cfg.user_key,
                                             cfg.reset_between_sessions)
-        events = reader.load(data)
+        events = reader.load(data, allow_pickle=allow_pickle)
         items = events[cfg.item_key]
+        sessiondata.check_item_id_types(items, self.item_ids_ if retrain else None)
         item_map = self.item_map_.extended(items) if retrain else sessiondata.ItemMap.from_events(items)
         train = reader.group(events, item_map)
         if train.n_steps == 0:
@@ -763,9 +852,9 @@ class GRU4Rec(SequenceMixin, SessionModel):
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             step = index * K + int(np.flatnonzero(step_active)[bad[0]]) + 1
-            raise ModelFitError(f"non-finite loss ({values[bad[0]]}) in epoch {epoch + 1}, mini-batch {step}; "
-                                "the model keeps the weights of the last finite step. Try a lower learning_rate "
-                                "or grad_cap > 0.")
+            raise ModelFitError(f"non-finite loss or update in epoch {epoch + 1}, mini-batch {step}; the model "
+                                "keeps the weights of the last step whose loss and update were finite. Try a "
+                                "lower learning_rate or grad_cap > 0.")
         rows = step_rows[step_active]
         return loss_sum + float(values @ rows), n_rows + int(rows.sum()), n_steps + len(values)
 
@@ -802,20 +891,22 @@ class GRU4Rec(SequenceMixin, SessionModel):
     @float32_graph
     def _feed_fn(self):
         """Compiled (item_idx, reset, *hidden) -> new hidden states; any batch size."""
-        if "feed" not in self._fns:
+        key = ("feed", self._cfg)
+        if key not in self._fns:
             item_idx, reset = pt.ivector("item_idx"), pt.vector("reset", dtype="bool")
             hidden = [pt.matrix(f"hidden_{i}", dtype=FLOATX) for i in range(len(self._cfg.layers))]
-            self._fns["feed"] = compile_fn([item_idx, reset, *hidden], self._step_graph(item_idx, reset, hidden),
+            self._fns[key] = compile_fn([item_idx, reset, *hidden], self._step_graph(item_idx, reset, hidden),
                                          donate=False)
-        return self._fns["feed"]
+        return self._fns[key]
 
     @float32_graph
     def _score_fn(self):
         """Compiled (hidden_last, cand_idx) -> final_act scores (B, n_cand)."""
-        if "score" not in self._fns:
+        key = ("score", self._cfg)
+        if key not in self._fns:
             hidden_last, cand_idx = pt.matrix("hidden_last", dtype=FLOATX), pt.ivector("cand_idx")
-            self._fns["score"] = compile_fn([hidden_last, cand_idx], self._scores(hidden_last, cand_idx), donate=False)
-        return self._fns["score"]
+            self._fns[key] = compile_fn([hidden_last, cand_idx], self._scores(hidden_last, cand_idx), donate=False)
+        return self._fns[key]
 
     def _zero_hidden(self, batch):
         return [device_put(np.zeros((batch, h), FLOATX), self._cfg.device) for h in self._cfg.layers]
@@ -983,51 +1074,111 @@ class GRU4Rec(SequenceMixin, SessionModel):
         hidden = self._feed_fn()(item_idx, reset, *state[1])
         scores = self._score_fn()(hidden[-1], cand_idx)
         self._predict_state = (session_ids.astype(object), hidden)
+        scores = np.asarray(scores)
+        if not np.all(np.isfinite(scores)):
+            raise ValueError("the model's scores are not finite (NaN or inf): its weights are damaged or "
+                             "overflow float32; refit or load a good model")
         index = self.item_ids_ if predict_for_item_ids is None else np.asarray(predict_for_item_ids)
-        return pd.DataFrame(np.asarray(scores).T, index=index)
+        return pd.DataFrame(scores.T, index=index)
 
     # -- persistence --------------------------------------------------------------------------
+    def state_dict(self):
+        """The fitted state as a dict of new float32 numpy arrays, by name.
+
+        Weights use the formula's symbols (``E``, ``Wx_0``, ``Wh_0``, ``Bh_0``, ..., ``Wy``, ``By``);
+        optimiser state and velocities are ``'acc/Wy'``, ``'velocity/Wy'`` and the like; ``'step'``
+        counts the optimiser steps. Changing the arrays does not change the model.
+        """
+        self._check_fitted()
+        return {name: np.array(var.get_value(borrow=True), copy=True) for name, var in self._state.items()}
+
+    def load_state_dict(self, state, item_ids=None, support=None):
+        """Set the fitted state from a `state_dict`-like dict; returns self.
+
+        Every array is checked against the current parameters and the item count: the names
+        (nothing missing, nothing extra), the shapes, float32 dtype and finite values. A ValueError
+        names the first problem; the model is then unchanged.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+        item_ids : array-like or None
+            The item id of each row of the item matrices; None keeps the fitted model's ids.
+        support : array-like or None
+            Item supports for negative sampling at a later retrain; None: the fitted model's
+            (when the item count is unchanged), else 1 for every item.
+        """
+        cfg = self.config()
+        if item_ids is None:
+            self._check_fitted()
+            item_map = self.item_map_
+        else:
+            item_map = sessiondata.ItemMap(item_ids)
+        n_items = len(item_map)
+        arrays = _checked_state(self._expected_state(cfg, n_items), state)
+        if support is None:
+            same = hasattr(self, "_support") and len(self._support) == n_items
+            support = self._support if same else np.ones(n_items)
+        support = np.asarray(support, dtype=np.float64)
+        if support.shape != (n_items,) or not np.all(np.isfinite(support)) or np.any(support < 1):
+            raise ValueError(f"support has shape {support.shape} or values below 1: expected ({n_items},) finite "
+                             "numbers >= 1")
+        self._set_fitted(cfg, item_map, arrays, support)
+        return self
+
+    def _expected_state(self, cfg, n_items):
+        """name -> shape of every state array a fitted model with these parameters holds."""
+        expected = {}
+        for name, (shape, _) in self._param_shapes(cfg, n_items).items():
+            expected.update({key: shape for key in [name] + self._optimizer_keys(cfg, name)})
+        expected["step"] = ()
+        return expected
+
     def save(self, path):
         """Write the fitted model to one ``.npz`` file, atomically (temporary file + rename).
 
         The file holds the hyperparameters as JSON, the item ids, the item supports, the weights
         and the optimiser state (so that ``fit(..., retrain=True)`` continues after a load). No
-        pickle: item ids must be ints or strings.
+        pickle: item ids must be ints or strings. Non-finite weights are refused (ValueError);
+        a failed write leaves no temporary file and an existing file at `path` unchanged.
         """
-        self._check_fitted()
-        arrays = {f"state/{name}": np.asarray(var.get_value(borrow=True)) for name, var in self._state.items()}
+        state = self.state_dict()
+        for name, value in state.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"cannot save: state {name!r} is not finite (NaN or inf); the model is damaged")
+        arrays = {f"state/{name}": value for name, value in state.items()}
         arrays.update(format_version=np.array(FORMAT_VERSION), item_ids=_portable_ids(self.item_ids_),
                       support=self._support, epoch_losses=np.asarray(getattr(self, "epoch_losses_", []), float),
-                      params_json=np.array(json.dumps(self.get_params(), default=_json_scalar)), library_version=np.array(__version__))
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+                      params_json=np.array(json.dumps(self.get_params(), default=_json_scalar)),
+                      library_version=np.array(__version__))
+        return _atomic_savez(os.fspath(path), arrays)
 
     @classmethod
     def load(cls, path, device=None):
-        """Load a model written by `save` onto `device` (None: JAX's default, with or without a GPU)."""
-        with np.load(path, allow_pickle=False) as f:
-            version = int(f["format_version"])
-            if version > FORMAT_VERSION:
-                raise ValueError(f"{path} has format version {version}; this gru4rec reads up to {FORMAT_VERSION}")
-            params = json.loads(str(f["params_json"]))
-            arrays = {key[len("state/"):]: f[key] for key in f.files if key.startswith("state/")}
-            item_ids, support, losses = f["item_ids"], f["support"], f["epoch_losses"]
-        params["layers"] = tuple(params["layers"])
-        model = cls(**{**params, "device": device})
-        cfg = model._check_params()
-        model._set_fitted(cfg, sessiondata.ItemMap(item_ids), arrays, support)
-        model.epoch_losses_ = list(losses)
+        """Load a model written by `save` onto `device` (None: JAX's default, with or without a GPU).
+
+        The whole file is checked before a model is built: readable as ``.npz`` without pickle,
+        a known format version, parameters that pass the checks of `fit`, item ids and arrays
+        whose names, shapes, dtypes and values agree. Any problem raises one ValueError
+        "not a gru4rec model file: PATH (what is wrong)".
+        """
+        resolve_device(device)  # a missing accelerator is the caller's problem, not the file's
+        arrays = _read_npz(path)
+        try:
+            model = cls()
+            model.set_params(**{**_file_params(arrays), "device": device})
+            for key in ("item_ids", "support"):
+                if key not in arrays:
+                    raise ValueError(f"missing array {key!r}")
+            item_ids = arrays["item_ids"]
+            if item_ids.ndim != 1 or item_ids.dtype.kind not in "iuUf":
+                raise ValueError(f"item_ids has dtype {item_ids.dtype} and shape {item_ids.shape}: expected "
+                                 "one row of ints or strings")
+            state = {key[len("state/"):]: value for key, value in arrays.items() if key.startswith("state/")}
+            model.load_state_dict(state, item_ids=item_ids, support=arrays["support"])
+            model.epoch_losses_ = [float(v) for v in np.asarray(arrays.get("epoch_losses", []), float).ravel()]
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"not a gru4rec model file: {path} ({err})") from None
         return model
 
     # -- live sessions ------------------------------------------------------------------------
@@ -1035,15 +1186,18 @@ class GRU4Rec(SequenceMixin, SessionModel):
         """Top-k next items for many live sessions, keeping each session's state between calls.
 
         Each call feeds every listed session its new events, then scores all items from the
-        session's latest hidden state. A session id seen for the first time starts from the zero
-        state; `end_sessions` forgets sessions. Items unknown to the model are ignored for the state
-        (the session keeps its state; a session with no known item yet is scored from the zero
-        state, i.e. the model's context-free ranking) and never raise.
+        session's latest hidden state and takes the top k on the device. A session id seen for the
+        first time starts from the zero state; `end_sessions` forgets sessions, and beyond
+        ``max_live_sessions`` live sessions the least recently used ones are forgotten. Items
+        unknown to the model are ignored for the state (the session keeps its state; a session
+        with no known item yet is scored from the zero state, i.e. the model's context-free
+        ranking) and never raise; an id of the wrong type for the model's ids (``'4'`` for a
+        model with int ids) is also unknown, and a call with one warns once naming it.
 
         Parameters
         ----------
         session_ids : array-like (n,)
-            Distinct session ids.
+            Distinct session ids (n may be 0: empty results).
         item_ids : array-like (n,)
             Each session's newest item id, or a sequence of its new item ids (oldest first; an
             empty sequence asks for recommendations without feeding anything).
@@ -1055,6 +1209,12 @@ class GRU4Rec(SequenceMixin, SessionModel):
         Returns
         -------
         (ids, scores): arrays (n, k) of item ids and their final_act scores, best first.
+
+        Raises
+        ------
+        ValueError
+            Also when a score is not finite (damaged or overflowing weights): no ranking is
+            returned from NaN or inf scores.
 
         Examples
         --------
@@ -1072,19 +1232,93 @@ class GRU4Rec(SequenceMixin, SessionModel):
             raise ValueError("recommend needs one entry of item_ids per session and distinct session_ids")
         if not _is_int(k) or not 1 <= k <= self.n_items_:
             raise ValueError(f"k={k!r} is invalid: expected an int in [1, n_items_={self.n_items_}]")
-        live = self._live if self._live is not None else {}
+        if not session_ids:
+            return self.item_ids_[np.zeros((0, k), np.int64)], np.zeros((0, k), FLOATX)
+        live = self._live if self._live is not None else OrderedDict()
         states = [live.get(s) or ([np.zeros(h, FLOATX) for h in self._cfg.layers], set()) for s in session_ids]
-        self._feed_histories(states, histories)
-        self._live = {**live, **dict(zip(session_ids, states))}
+        self._feed_histories(states, self._known_indices(histories))
+        for session, state in zip(session_ids, states):  # most recently used last
+            live.pop(session, None)
+            live[session] = state
+        while len(live) > self._cfg.max_live_sessions:
+            live.popitem(last=False)
+        self._live = live
         hidden_last = np.stack([state[0][-1] for state in states])
-        scores = np.array(self._score_fn()(hidden_last, np.arange(self.n_items_, dtype=np.int32)))
-        if exclude_seen:
-            for row, (_, seen) in enumerate(states):
-                scores[row, list(seen)] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        return self.item_ids_[top], np.take_along_axis(scores, top, axis=1)
+        return self._top_k(hidden_last, [state[1] for state in states] if exclude_seen else None, k)
+
+    def live_sessions(self):
+        """Ids of the sessions `recommend` keeps a state for, least recently used first."""
+        return list(self._live or ())
+
+    def _known_indices(self, histories):
+        """Item indices of each history's known items; one warning for ids of the wrong type."""
+        flat = [item for history in histories for item in history]
+        idx = self.item_map_.indices(pd.Index(flat, dtype=object)) if flat else np.zeros(0, np.int32)
+        expected = sessiondata.id_kind(self.item_ids_[0])
+        wrong = [flat[i] for i in np.flatnonzero(idx < 0) if sessiondata.id_kind(flat[i]) != expected]
+        if wrong:
+            warnings.warn(f"item id {wrong[0]!r} ({sessiondata.id_kind(wrong[0])}) has the wrong type for this "
+                          f"model, whose item ids are {expected}; {len(wrong)} such ids are treated as unknown",
+                          stacklevel=3)
+        ends = np.cumsum([len(history) for history in histories])
+        return [part[part >= 0] for part in np.split(idx, ends[:-1])]
+
+    def _feed_histories(self, states, known):
+        """Feed each session its known new items, step by step over the longest history."""
+        lengths = np.array([len(idx) for idx in known])
+        for step in range(lengths.max(initial=0)):
+            rows = np.flatnonzero(lengths > step)
+            item_idx = np.array([known[r][step] for r in rows], dtype=np.int32)
+            hidden = [np.stack([states[r][0][layer] for r in rows]) for layer in range(len(self._cfg.layers))]
+            new_hidden = _unpadded(self._feed_fn()(*_padded([item_idx, np.zeros(len(rows), bool), *hidden])),
+                                   len(rows))
+            for j, r in enumerate(rows):
+                states[r][0][:] = [h[j] for h in new_hidden]
+                states[r][1].add(int(item_idx[j]))
+
+    def _top_k(self, hidden_last, seen, k):
+        """(ids, scores) of the k best items per row, computed on the device in chunks of rows."""
+        chunk = min(128, _bucket(len(hidden_last)))  # measured fastest on a 2-core CPU (bench/recommend.py)
+        width = max((len(s) for s in seen), default=0) if seen is not None else 0
+        results = []
+        for start in range(0, len(hidden_last), chunk):
+            rows = hidden_last[start:start + chunk]
+            inputs = [rows]
+            if seen is not None:  # padded with the dummy column n_items
+                block = np.full((len(rows), max(width, 1)), self.n_items_, np.int32)
+                for r, items in enumerate(seen[start:start + chunk]):
+                    block[r, :len(items)] = sorted(items)
+                inputs.append(block)
+            n = len(rows)
+            inputs = [np.concatenate([x, np.repeat(x[:1], chunk - n, axis=0)]) for x in inputs]
+            results.append((n, self._top_k_fn(chunk, k, seen is not None)(*inputs)))
+        if not all(bool(out[2]) for _, out in results):  # one read of the flags, after every chunk is queued
+            raise ValueError("the model's scores are not finite (NaN or inf): its weights are damaged or "
+                             "overflow float32; refit or load a good model")
+        top = np.concatenate([np.asarray(out[0])[:n] for n, out in results])
+        scores = np.concatenate([np.asarray(out[1])[:n] for n, out in results])
+        return self.item_ids_[top], scores
+
+    @float32_graph
+    def _top_k_fn(self, rows, k, exclude):
+        """Compiled (hidden_last (rows, h)[, seen (rows, S)]) -> (top indices, their scores, all finite)."""
+        key = ("top_k", self._cfg, rows, k, exclude)
+        if key not in self._fns:
+            hidden_last = pt.tensor("hidden_last", shape=(rows, self._cfg.layers[-1]), dtype=FLOATX)
+            weights = self._weights()
+            logits = hidden_last @ weights["Wy"].T + weights["By"]  # (rows, n_items)
+            scores = self._rank_activation()(logits)
+            inputs = [hidden_last]
+            if exclude:
+                seen = pt.imatrix("seen")
+                padded = pt.concatenate([scores, pt.zeros((rows, 1), dtype=FLOATX)], axis=1)
+                scores = pt.set_subtensor(padded[pt.arange(rows)[:, None], seen], -np.inf)[:, :-1]
+                inputs.append(seen)
+            values, top = TopK(k)(scores)
+            if self._cfg.final_act in ("softmax", "softmax_logit"):  # ranked on logits, reported as probabilities
+                values = pt.exp(values - pt.logsumexp(logits, axis=1, keepdims=True))
+            self._fns[key] = compile_fn(inputs, [top, values, pt.all(pt.isfinite(logits))], donate=False)
+        return self._fns[key]
 
     def end_sessions(self, session_ids=None):
         """Forget live sessions (all of them when None); unknown ids are ignored."""
@@ -1095,11 +1329,118 @@ class GRU4Rec(SequenceMixin, SessionModel):
             self._live.pop(s, None)
 
 
+def _bucket(n):
+    """The smallest power of two >= n (at least 8): batch sizes that share compiled programs."""
+    return max(8, 1 << (int(n) - 1).bit_length())
+
+
+def _padded(arrays):
+    """Pad the leading axis of each array to `_bucket` rows by repeating the first row."""
+    n = len(arrays[0])
+    size = _bucket(n)
+    return [np.concatenate([a, np.repeat(a[:1], size - n, axis=0)]) if size > n else a for a in arrays]
+
+
+def _unpadded(outputs, n):
+    return [np.asarray(out)[:n] for out in outputs]
+
+
+PARAM_NAMES = tuple(name for name in inspect.signature(GRU4Rec.__init__).parameters if name != "self")
+Config = dataclasses.make_dataclass("Config", [*PARAM_NAMES, "mode", "emb_size", "adapt_consts"], frozen=True)
+Config.__module__ = __name__
+Config.__doc__ = ("Frozen, hashable configuration of a fit: every constructor parameter (validated, `layers` a "
+                  "tuple, `device` resolved) plus the derived mode, emb_size and adapt_consts. Built by "
+                  "`make_config`; keys the cache of compiled functions.")
+
+
 def _json_scalar(value):
     """numpy scalars, which the parameter checks accept (e.g. seed=np.int64(3)), as JSON numbers."""
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot save the parameter value {value!r} ({type(value).__name__}) as JSON")
+
+
+def _checked_state(expected, state):
+    """float32 copies of `state` after checking names, shapes, dtypes and finiteness against `expected`."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing:
+        raise ValueError(f"state arrays missing: {missing}")
+    if extra:
+        raise ValueError(f"unexpected state arrays for these parameters: {extra}")
+    arrays = {}
+    for name, shape in expected.items():
+        value = np.asarray(state[name])
+        if value.shape != tuple(shape):
+            raise ValueError(f"state {name!r} has shape {value.shape}, expected {tuple(shape)} (from the "
+                             "parameters and the number of item ids)")
+        if value.dtype != np.float32:
+            raise ValueError(f"state {name!r} has dtype {value.dtype}, expected float32")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"state {name!r} is not finite (NaN or inf)")
+        arrays[name] = value.copy()
+    return arrays
+
+
+def _atomic_savez(path, arrays):
+    """np.savez into a temporary file in the target's folder, then rename it over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save the model to {path}: folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save the model to {path}: it is a directory")
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):  # name the user's path, not the temporary file
+            raise type(err)(f"cannot save the model to {path}: {err.strerror or err}") from err
+        raise
+    return path
+
+
+def _read_npz(path):
+    """Every array of an ``.npz`` file, read without pickle; ValueError if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("a single array, not an .npz archive")
+            return {key: f[key] for key in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # BadZipFile, EOFError, zlib errors, numpy's pickle refusal, ...
+        reason = ("it holds pickled data, which gru4rec never loads" if "pickle" in str(err) else
+                  f"unreadable as an .npz archive: {type(err).__name__}")
+        raise ValueError(f"not a gru4rec model file: {path} ({reason})") from None
+
+
+def _file_params(arrays):
+    """The format version check and the parameters of a saved model (ValueError naming the problem)."""
+    for key in ("format_version", "params_json"):
+        if key not in arrays:
+            raise ValueError(f"missing array {key!r}")
+    version = arrays["format_version"]
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise ValueError(f"format_version {version!r} is not an integer")
+    if not 1 <= int(version) <= FORMAT_VERSION:
+        raise ValueError(f"format_version {int(version)}: this gru4rec reads versions 1 to {FORMAT_VERSION}")
+    text = arrays["params_json"]
+    try:
+        params = json.loads(str(text)) if text.shape == () and text.dtype.kind == "U" else None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"params_json is not valid JSON ({err})") from None
+    if not isinstance(params, dict):
+        raise ValueError("params_json is not a JSON object of parameters")
+    if isinstance(params.get("layers"), list):
+        params["layers"] = tuple(params["layers"])
+    return params
 
 
 def _portable_ids(ids):

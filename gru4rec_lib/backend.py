@@ -13,7 +13,11 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode, get_mode
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+from pytensor.link.jax.dispatch import jax_funcify
 from pytensor.link.jax.linker import JAXLinker
+from pytensor.tensor.type import TensorType
 
 logger = logging.getLogger(__name__)
 FLOATX = "float32"
@@ -173,3 +177,38 @@ def _default_compilation_cache():
         enable_compilation_cache()
     except OSError as err:  # a read-only home must not stop training
         logger.warning("compilation cache off: %s (set %s=off to silence this)", err, CACHE_ENV)
+
+
+class TopK(Op):
+    """The k largest values of each row of a matrix and their column indices, best first.
+
+    ``values, indices = TopK(k)(x)``. Under the JAX linker this is ``jax.lax.top_k`` on the
+    device (ties: the lower column first); `perform` is the numpy definition it must equal.
+    """
+
+    __props__ = ("k",)
+
+    def __init__(self, k):
+        self.k = int(k)
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        rows = x.type.shape[0]
+        return Apply(self, [x], [TensorType(x.dtype, shape=(rows, self.k))(),
+                                 TensorType("int32", shape=(rows, self.k))()])
+
+    def perform(self, node, inputs, outputs):
+        x = inputs[0]
+        idx = np.argsort(-x, axis=1, kind="stable")[:, : self.k]
+        outputs[0][0] = np.take_along_axis(x, idx, axis=1)
+        outputs[1][0] = idx.astype(np.int32)
+
+
+@jax_funcify.register(TopK)
+def _jax_top_k(op, **kwargs):
+    import jax
+
+    def top_k(x):
+        values, indices = jax.lax.top_k(x, op.k)
+        return values, indices.astype("int32")
+    return top_k

@@ -28,9 +28,13 @@ Progress and the per-epoch lines go to stderr through ``logging``. Usage errors 
 import argparse
 import inspect
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from . import backend
 from . import baselines
@@ -47,10 +51,12 @@ BASELINES = {"pop": baselines.Pop, "sessionpop": baselines.SessionPop, "itemknn"
 DATA_SUFFIXES = (".tsv", ".txt", ".csv", ".parquet", ".pkl", ".pickle")
 PATH_FIRST = "<the path before -l>"  # const of a bare -l
 FAILURES = (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)
+FLAGS = {"session_key": "-sk", "item_key": "-ik", "time_key": "-tk", "user_key": "-uk"}
 
 EPILOG = """\
 data files: .tsv/.txt (tab-separated), .csv, .parquet, or .pkl/.pickle (a pickled pandas
-DataFrame). Loading a pickle runs code from the file: only use pickles you trust.
+DataFrame). Loading a pickle runs code from the file: pickles are refused unless --allow-pickle
+is given; only use pickles you trust.
 
 parameters (-ps/-pf): name=value items typed against the model's defaults, e.g.
   -ps "loss=cross-entropy,layers=100/100,constrained_embedding=True"
@@ -125,6 +131,8 @@ def build_parser():
                         help="write the learning curves (training loss, and with --valid the validation "
                              "Recall/MRR) per epoch as PNG (needs matplotlib: pip install 'gru4rec[plot]')")
     parser.add_argument("--seed", type=int, help="random seed of GRU4Rec (overrides seed= in -ps/-pf)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read .pkl/.pickle data files (reading a pickle runs code from it: trusted files only)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO",
                         help="logging level on stderr (default: INFO)")
@@ -147,12 +155,18 @@ def check_args(parser, args):
                        *((path, "-t test") for path in args.test)):
         if path is not None:
             _check_file(parser, path, what, DATA_SUFFIXES)
+            if _is_pickle(path) and not args.allow_pickle:
+                parser.error(f"{what} file {path} is a pickle: reading it runs code from the file, so it needs "
+                             "--allow-pickle (only for files you trust; or convert it to .parquet or .tsv)")
     for path, what in ((args.load, "-l model"), (args.param_file, "-pf parameter")):
         if path is not None:
             _check_file(parser, path, what, None)
-    if args.save is not None and not Path(args.save).resolve().parent.is_dir():
-        parser.error(f"-s {args.save}: folder {Path(args.save).parent} does not exist")
+    if args.save is not None:
+        _check_writable(parser, args.save)
     _check_validation(parser, args)
+    if args.load is not None and args.train is None and not args.test and args.save is None:
+        parser.error("nothing to do with -l MODEL alone: add -t TEST_PATH to evaluate it, TRAIN_PATH --retrain "
+                     "to continue training it, or -s PATH to save a copy")
     if any(n < 1 for n in args.measure):
         parser.error(f"-m: cut-offs must be positive integers, got {args.measure}")
     if args.eval_batch < 1:
@@ -174,6 +188,9 @@ def _check_validation(parser, args):
             parser.error(f"{flag} needs training GRU4Rec (TRAIN_PATH and --model gru4rec)")
     if args.valid is not None:
         _check_file(parser, args.valid, "--valid", DATA_SUFFIXES)
+        if _is_pickle(args.valid) and not args.allow_pickle:
+            parser.error(f"--valid file {args.valid} is a pickle: reading it runs code from the file, so it needs "
+                         "--allow-pickle (only for files you trust)")
     if args.patience is not None and (args.valid is None or args.patience < 1):
         parser.error(f"--patience needs --valid and a positive integer, got {args.patience}")
     if args.plot_curves is not None:
@@ -205,6 +222,25 @@ def _check_modes(parser, args):
         parser.error("--retrain needs TRAIN_PATH, the data to continue training on")
     if (args.params or args.param_file) and not args.retrain:
         parser.error("-ps/-pf set training parameters: with -l they need TRAIN_PATH and --retrain")
+
+
+def _is_pickle(path):
+    return Path(path).suffix.lower() in (".pkl", ".pickle")
+
+
+def _check_writable(parser, path):
+    """-s: the folder exists and takes a new file (one is created and removed), the target is no folder."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        parser.error(f"-s {path}: folder {Path(path).parent} does not exist")
+    if Path(path).is_dir():
+        parser.error(f"-s {path}: is a directory; give a file name such as {Path(path) / 'model.npz'}")
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        parser.error(f"-s {path}: cannot write in folder {folder} ({err.strerror or err})")
 
 
 def _check_file(parser, path, what, suffixes):
@@ -259,37 +295,55 @@ def run(args, params):
         check = validation_callback(args)
         hooks = {"callbacks": [check]} if check is not None else {}  # baselines take no callbacks
         if args.retrain:
-            model.fit(args.train, retrain=True, **hooks)
+            model.fit(_data(args.train), retrain=True, **hooks)
         else:
-            model.fit(args.train, **hooks)
+            model.fit(_data(args.train), **hooks)
         print(training_summary(model, time.perf_counter() - started))
         if getattr(args, "plot_curves", None) is not None:
             history = check.history if check is not None else model.epoch_stats_
             plots.learning_curves(history, args.plot_curves, title=f"GRU4Rec on {Path(args.train).name}"
                                   + (f", validated on {Path(args.valid).name}" if check is not None else ""))
             logger.info("learning curves written to %s", args.plot_curves)
-    if args.save is not None:
-        model.save(args.save)
-        logger.info("saved the model to %s", args.save)
+    save_error = _save(model, args.save)
     results = []
     history = history_path(args, model)
     if history is not None:
         logger.info("evaluation continues each user's state after their events in %s", history)
     for path in args.test:
-        result = evaluation.evaluate(model, path, cutoffs=args.measure, mode=args.eval_type,
-                                     batch_size=args.eval_batch, show_progress=not args.quiet, history=history)
+        result = evaluation.evaluate(model, _data(path), cutoffs=args.measure, mode=args.eval_type,
+                                     batch_size=args.eval_batch, show_progress=not args.quiet,
+                                     history=_data(history))
         print(format_result(result, path))
         if args.log_primary_metric:
             print(primary_metric_line(result, args.primary_metric, args.measure[0]))
         results.append(result)
+    if save_error is not None:  # evaluated anyway: the results above are the trained model's
+        raise RuntimeError(f"-s {args.save}: the model was not saved ({save_error})")
     return model, results
+
+
+def _save(model, path):
+    """Save to `path` (None: nothing to do); return the error instead of raising it."""
+    if path is None:
+        return None
+    try:
+        model.save(path)
+    except (OSError, ValueError) as err:
+        return err
+    logger.info("saved the model to %s", path)
+    return None
+
+
+def _data(path):
+    """A data path as the library takes it; a pickle (allowed by check_args) read here, as a frame."""
+    return pd.read_pickle(path) if path is not None and _is_pickle(path) else path
 
 
 def validation_callback(args):
     """The per-epoch validation (and early stopping) of --valid/--patience, or None."""
     if getattr(args, "valid", None) is None:
         return None
-    return callbacks.Validation(args.valid, cutoffs=args.measure, metric=f"recall@{max(args.measure)}",
+    return callbacks.Validation(_data(args.valid), cutoffs=args.measure, metric=f"recall@{max(args.measure)}",
                                 patience=args.patience, mode=args.eval_type, batch_size=args.eval_batch)
 
 
@@ -367,6 +421,8 @@ def main(argv=None):
         if args.log_level == "DEBUG":
             logger.exception("failed")
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        for keyword, flag in FLAGS.items():  # the user typed the flag, not the Python argument
+            message = message.replace(f"pass {keyword}=", f"pass {flag}")
         parser.exit(1, f"{parser.prog}: error: {message}\n")
     return 0
 

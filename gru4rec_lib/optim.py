@@ -219,11 +219,29 @@ def grad_norm2(dense_grads, row_grads):
     return total
 
 
+def _rows_finite(opt, name, idx, rows, grad, share, state):
+    """Whether the new values of the touched rows (parameter and state) are finite, computed on the
+    gathered rows with the same rules as `rows_update` (no pass over the item matrix)."""
+    old = {_short(k): state[k][idx] for k in state}
+    new = moments(opt, grad, old)
+    count = None
+    if "count" in old:
+        new["count"] = old["count"] + 1
+        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
+    d, extra = direction(opt, grad, old, new, count)
+    new.update(extra)
+    change, velocity = descend(opt, rows, d, old.get("velocity"))
+    values = [rows + change, *new.values()] + ([velocity] if velocity is not None else [])
+    untouched = (share <= 0).reshape((-1,) + (1,) * (rows.ndim - 1))
+    return [pt.all(pt.isfinite(v) | (untouched if v.ndim == rows.ndim else share <= 0)) for v in values]
+
+
 def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1):
     """New values of every parameter and state key after one step (the compile step collects them).
 
     `state`: key -> current value (parameters, optimiser states, "step", "ok"); `dense_grads`:
-    name -> gradient; `row_grads`: name -> RowGrads. A step whose loss or gradient is not finite
+    name -> gradient; `row_grads`: name -> RowGrads. A step whose loss, gradient or any new value
+    (weights, optimiser state, velocity: a huge learning rate overflows float32) is not finite
     changes nothing, and neither do the steps after it ("ok"); a step with fewer than
     `min_active` active rows (padding; a lone session without negatives) changes nothing either.
     """
@@ -231,17 +249,27 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     scale = np.float32(1)
     if grad_cap:
         scale = pt.switch(norm2 >= grad_cap ** 2, np.float32(grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
-    ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
-    apply = ok & (pt.sum(active) >= min_active)
     step = state["step"] + 1
-    new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
+    dense_values, finite = {}, []
     for name, grad in dense_grads.items():
         keys = opt.state_keys(name, sparse=False)
-        values = dense_update(opt, name, state[name], grad * scale, {k: state[k] for k in keys}, step)
+        dense_values[name] = dense_update(opt, name, state[name], grad * scale, {k: state[k] for k in keys}, step)
+        finite += [pt.all(pt.isfinite(v)) for v in dense_values[name].values()]
+    coalesced = {}
+    for name, r in row_grads.items():
+        coalesced[name] = coalesce(r.idx, r.grad * scale, r.touched)
+        keys = opt.state_keys(name, sparse=True)
+        finite += _rows_finite(opt, name, r.idx, r.rows, *coalesced[name], {k: state[k] for k in keys})
+    enough = pt.sum(active) >= min_active
+    ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
+    if finite:  # a padding step applies nothing: its values do not count
+        ok = ok & (pt.all(pt.stack(finite)) | ~enough)
+    apply = ok & enough
+    new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
+    for name, values in dense_values.items():
         new.update({k: pt.switch(apply, v, state[k]) for k, v in values.items()})
     for name, r in row_grads.items():
-        grad, share = coalesce(r.idx, r.grad * scale, r.touched)
         keys = opt.state_keys(name, sparse=True)
-        new.update(rows_update(opt, name, state[name], r.idx, r.rows, grad, share, {k: state[k] for k in keys},
-                               apply))
+        new.update(rows_update(opt, name, state[name], r.idx, r.rows, *coalesced[name],
+                               {k: state[k] for k in keys}, apply))
     return new

@@ -10,8 +10,7 @@ reads on its own:
   `SequenceMixin._bptt_forward`).
 - History continuation (``user_key``): a user's test sequence continues from the hidden state
   the model reached on the user's history (`continue_histories`, used by
-  ``evaluation.evaluate(..., history=...)``), and ``recommend`` feeds live sessions their new
-  items step by step (`SequenceMixin._feed_histories`).
+  ``evaluation.evaluate(..., history=...)``).
 
 `SequenceMixin` is a base class of ``gru4rec.GRU4Rec``: its methods use the model's weights,
 configuration and compiled-function cache.
@@ -91,21 +90,6 @@ class SequenceMixin:
         carried.update({f"window/{key}": window[key][1:] for key in ("x", "reset", "active")})
         carried.update({f"window/keep_{key}": keep[1:] for key, keep in keeps.items()})
         return rng, hidden, carried
-
-    # -- feeding histories ------------------------------------------------------------------
-    def _feed_histories(self, states, histories):
-        """Feed each session its known new items, step by step over the longest history."""
-        known = [self.item_map_.indices(pd.Index(h, dtype=object)) for h in histories]  # object: no '4' for 4
-        known = [idx[idx >= 0] for idx in known]
-        for step in range(max((len(idx) for idx in known), default=0)):
-            rows = [r for r, idx in enumerate(known) if len(idx) > step]
-            item_idx = np.array([known[r][step] for r in rows], dtype=np.int32)
-            hidden = [np.stack([states[r][0][layer] for r in rows]) for layer in range(len(self._cfg.layers))]
-            new_hidden = self._feed_fn()(item_idx, np.zeros(len(rows), bool), *hidden)
-            new_hidden = [np.asarray(h) for h in new_hidden]
-            for j, r in enumerate(rows):
-                states[r][0][:] = [h[j] for h in new_hidden]
-                states[r][1].add(int(item_idx[j]))
 
     def _states_before_last(self, data, batch_size, steps):
         """Hidden states (per layer, (n_seq, h)) after feeding each sequence all but its last event.

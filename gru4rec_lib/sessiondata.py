@@ -23,19 +23,23 @@ class NotFittedError(ValueError, AttributeError):
 
 
 # ---------------------------------------------------------------- loading and validation
-def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time", user_key=None):
+def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time", user_key=None,
+                allow_pickle=False):
     """Read and validate events; return a new frame holding only the needed columns.
 
     Parameters
     ----------
     data : pandas.DataFrame or str or pathlib.Path
         Events, or a file: ``.tsv``/``.txt`` (tab-separated), ``.csv``, ``.parquet``,
-        ``.pkl``/``.pickle``. A pickle runs code when it is read: only load trusted files.
+        ``.pkl``/``.pickle``. A pickle runs code when it is read: it is read only with
+        ``allow_pickle=True``, for files you trust.
     session_key, item_key, time_key : str
         Column names of the session id, the item id and the time stamp. ``session_key`` may be
         None when ``user_key`` is given (user histories without sessions).
     user_key : str or None
         Column name of the user id, also read and checked when given.
+    allow_pickle : bool, default False
+        Read ``.pkl``/``.pickle`` files (else they raise ValueError before anything is read).
 
     Returns
     -------
@@ -48,7 +52,8 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     KeyError
         A column is missing (the message lists the available columns).
     ValueError
-        Empty data, missing values, a non-numeric or non-finite time, an unknown file suffix.
+        Empty data, missing values, a non-numeric or non-finite time, an unknown file suffix, a
+        pickle without ``allow_pickle=True``.
     FileNotFoundError
         ``data`` is a path that does not exist.
 
@@ -64,7 +69,7 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     keys = {keyword: column for keyword, column in keys.items() if column is not None}
     if len(set(keys.values())) < len(keys):
         raise ValueError(f"{', '.join(keys)} must be distinct, got {keys}")
-    frame = _read_frame(data, set(keys.values()))
+    frame = _read_frame(data, set(keys.values()), allow_pickle)
     for keyword, column in keys.items():
         _check_column(frame, column, keyword)
     if len(frame) == 0:
@@ -76,7 +81,7 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     return events
 
 
-def _read_frame(data, columns):
+def _read_frame(data, columns, allow_pickle=False):
     if isinstance(data, pd.DataFrame):
         return data
     if not isinstance(data, (str, Path)):
@@ -88,6 +93,10 @@ def _read_frame(data, columns):
                          f"supported: {', '.join(_READERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"events file not found: {path}")
+    if _READERS[suffix] == "pickle" and not allow_pickle:
+        raise ValueError(f"{path} is a pickle: reading a pickle runs code from the file, so it is refused "
+                         "by default; pass allow_pickle=True if you trust the file, or convert it to "
+                         ".parquet or .tsv")
     logger.debug("reading %s events from %s", _READERS[suffix], path)
     if suffix in (".tsv", ".txt", ".csv"):
         sep = "," if suffix == ".csv" else "\t"
@@ -152,14 +161,42 @@ class SequenceReader:
         self.sequence_key = user_key or session_key
         self.break_key = session_key if user_key is not None and reset_between_sessions else None
 
-    def load(self, data):
+    def load(self, data, allow_pickle=False):
         """Validated events with the columns this grouping needs (:func:`load_events`)."""
-        return load_events(data, self.session_key, self.item_key, self.time_key, self.user_key)
+        return load_events(data, self.session_key, self.item_key, self.time_key, self.user_key, allow_pickle)
 
     def group(self, events, item_map, drop_unknown=False, keep_rows=False):
         """:meth:`SessionData.from_events` of loaded events, by sequence, with the breaks."""
         return SessionData.from_events(events, item_map, self.sequence_key, self.item_key, self.time_key,
                                        drop_unknown=drop_unknown, break_key=self.break_key, keep_rows=keep_rows)
+
+
+def id_kind(value):
+    """'int', 'str' or the type name: the kind of an item id, for type checks."""
+    if isinstance(value, (str, np.str_)):
+        return "str"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return "int"
+    return type(value).__name__
+
+
+def check_item_id_types(items, known=None):
+    """Refuse item ids of more than one kind (``4`` and ``'4'``), here or against the ``known`` ids.
+
+    Mixed ids would train as distinct items that no model file can store; ints and strings each
+    work alone. Raises TypeError naming an example of each kind.
+    """
+    dtype = np.asarray(items).dtype if not isinstance(items, pd.Series) else items.dtype
+    if dtype != object and (known is None or np.asarray(known).dtype.kind == dtype.kind):
+        return  # one numpy dtype: one kind
+    values = pd.Series(pd.unique(pd.Series(items, dtype=object)), dtype=object)
+    if known is not None and len(known):
+        values = pd.concat([pd.Series(np.asarray(known[:1]), dtype=object), values], ignore_index=True)
+    kinds = values.map(id_kind)
+    if kinds.nunique() > 1:
+        examples = ", ".join(f"{values[kinds == kind].iloc[0]!r} ({kind})" for kind in kinds.unique())
+        raise TypeError(f"item ids of mixed types: {examples}; convert the item column to one type, e.g. "
+                        "events[item_key].astype(str)" + (" (the fitted model's ids come first)" if known is not None else ""))
 
 
 # ---------------------------------------------------------------- item map

@@ -16,7 +16,8 @@ DEFAULTS = dict(
     smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10000000, init_as_normal=False, sigma=0.0,
     adapt='adagrad', adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
     steps_per_call=None, seed=42, device=None, show_progress=True, session_key='SessionId',
-    item_key='ItemId', time_key='Time', bptt=1, user_key=None, reset_between_sessions=False)
+    item_key='ItemId', time_key='Time', bptt=1, user_key=None, reset_between_sessions=False,
+    max_live_sessions=100000)
 
 
 def parse(text):

@@ -104,7 +104,8 @@ def test_load_and_evaluate_two_files_matches_in_memory_model(trained, files, cap
 def test_same_seed_gives_identical_model_from_pickle(trained, files, tmp_path, capsys):
     _, path = trained  # trained from the TSV file with --seed 3
     again = tmp_path / "again.npz"
-    assert cli.main([str(files["train_pkl"]), "-ps", TINY, "--seed", "3", "-s", str(again), "-q"]) == 0
+    assert cli.main([str(files["train_pkl"]), "-ps", TINY, "--seed", "3", "-s", str(again), "-q",
+                     "--allow-pickle"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"Trained GRU4Rec: 1 epoch in [\d.]+ s .*final loss [\d.]+, \d+ events/s", out)
     with np.load(path) as first, np.load(again) as second:

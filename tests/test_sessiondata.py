@@ -226,7 +226,7 @@ def test_load_events_file_round_trip(tmp_path, suffix):
         df.to_pickle(path)
     else:
         df.to_csv(path, sep="," if suffix == ".csv" else "\t", index=False)
-    events = load_events(str(path))
+    events = load_events(str(path), allow_pickle=suffix == ".pkl")
     assert list(events.columns) == ["SessionId", "ItemId", "Time"]
     assert events["ItemId"].tolist() == ["a", "b", "a", "c", "b"]
     assert events["SessionId"].tolist() == [1, 1, 2, 2, 2]
