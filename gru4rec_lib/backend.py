@@ -1,6 +1,6 @@
 """Running PyTensor graphs on JAX: the donating linker, float32 graphs, device placement.
 
-DESIGN.md, "Backend": the JAX linker runs every compiled function on CPU or GPU; the shared
+The JAX linker runs every compiled function on CPU or GPU; the shared
 variables that a function updates are donated to XLA so that the updates happen in place, and
 every symbolic input has a static shape (JAX compiles one program per shape).
 """
@@ -27,7 +27,7 @@ class DonatingJAXLinker(JAXLinker):
     """PyTensor's JAX linker, jitting with the updated shared inputs donated to XLA.
 
     The stock linker makes XLA copy every updated shared variable (the whole item matrix and its
-    optimiser state) on each call; donating them lets the updates happen in place (DESIGN.md).
+    optimiser state) on each call; donating them lets the updates happen in place.
     Consequence: an array read with ``get_value(borrow=True)`` is invalid after the next call.
     """
 

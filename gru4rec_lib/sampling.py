@@ -1,4 +1,4 @@
-"""The negative sample store (SPEC §4): popularity-weighted item ids drawn on the compute device.
+"""The negative sample store: popularity-weighted item ids drawn on the compute device.
 
 Item i is drawn with probability proportional to support_i ** sample_alpha, with replacement, by
 Walker's alias method; the store is drawn in advance and consumed one row per training step.
@@ -29,7 +29,7 @@ def alias_table(probabilities):
 
 
 class SampleStore:
-    """Negative samples drawn in advance (SPEC §4), consumed one row per training step.
+    """Negative samples drawn in advance, consumed one row per training step.
 
     Item i is drawn with probability proportional to support_i ** alpha, with replacement, by the
     alias method (O(1) per draw). The store lives on the compute device and is drawn there by

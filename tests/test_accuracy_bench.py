@@ -1,5 +1,5 @@
 """bench/accuracy.py on generated data: one seed, a tiny model; the table, the JSON, and a model that
-beats popularity (the real benchmark runs on ../shared/data and is not a test)."""
+beats popularity (the real benchmark runs on the public data sets and is not a test)."""
 import importlib.util
 import json
 from pathlib import Path

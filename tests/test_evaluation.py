@@ -1,4 +1,4 @@
-"""Tests for evaluation.evaluate: recall/MRR vs a brute-force numpy evaluator (SPEC §7, STYLE §8).
+"""Tests for evaluation.evaluate: recall/MRR vs a brute-force numpy evaluator.
 
 The reference steps every test session through the model's own `predict_next_batch` (a few
 parallel slots, a fresh session id per session), takes the scores of all items and ranks the

@@ -1,4 +1,4 @@
-"""The GRU4Rec object: inference vs numpy, save/load (SPEC §8), retrain, validation, docs.
+"""The GRU4Rec object: inference vs numpy, save/load, retrain, validation, docs.
 
 One small model with string item ids is fitted once for the module; the save/load/retrain
 tests work on copies loaded from its file, so they do not change it.
@@ -105,7 +105,7 @@ def test_using_a_model_before_fit_raises_not_fitted(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-# ---------------------------------------------------------------- persistence (SPEC §8)
+# ---------------------------------------------------------------- persistence
 @pytest.fixture(scope="module")
 def saved(fitted, tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved")
@@ -215,7 +215,7 @@ def test_retrain_keeps_old_rows_and_adds_new_items(retrained):
     assert set(grown) == set(before)
     for key, value in before.items():  # before the retraining steps: every old row, dense weight and state
         np.testing.assert_array_equal(grown[key][:len(value)] if value.ndim else grown[key], value, err_msg=key)
-    bound = np.sqrt(6.0 / (model.n_items_ + 8))  # SPEC §2 init of Wy (n_items x 8, one block)
+    bound = np.sqrt(6.0 / (model.n_items_ + 8))  # the init of Wy (n_items x 8, one block)
     new_rows = grown["Wy"][n_old:]
     assert np.abs(new_rows).max() <= bound and np.abs(new_rows).max() > 0
     assert not grown["By"][n_old:].any()

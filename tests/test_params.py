@@ -210,7 +210,7 @@ def test_format_rejects_what_cannot_be_read_back(params):
         format_param_file(params)
 
 
-# --- the published parameter files (SPEC §9) ---
+# --- the published parameter files ---
 
 def table_row(loss, layers, batch, drop_emb, drop_hid, lr, momentum, alpha, bpreg, logq, final):
     return dict(loss=loss, final_act=final, constrained_embedding=True, embedding=0,

@@ -1,4 +1,4 @@
-"""Tests for live sessions (`GRU4Rec.recommend`, `end_sessions`) and `predict_next_batch` (SPEC §7).
+"""Tests for live sessions (`GRU4Rec.recommend`, `end_sessions`) and `predict_next_batch`.
 
 References: replaying a session's whole history from the zero state in one call, and the top-k
 of the scores that `predict_next_batch` gives after stepping through the same history.
