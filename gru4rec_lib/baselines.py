@@ -220,7 +220,7 @@ class _Baseline(SessionModel):
             setattr(self, name, value)
         return self
 
-    def fit(self, data):
+    def fit(self, data, allow_pickle=False):
         """Fit the model on training events.
 
         Parameters
@@ -228,6 +228,8 @@ class _Baseline(SessionModel):
         data : pandas.DataFrame or path
             Events with the session, item and time columns named by ``session_key``,
             ``item_key`` and ``time_key``. Not modified.
+        allow_pickle : bool, default False
+            Read a ``.pkl``/``.pickle`` path (a pickle runs code when it is read: trusted files only).
 
         Returns
         -------
@@ -243,7 +245,8 @@ class _Baseline(SessionModel):
         """
         self._check_params()
         start = time.perf_counter()
-        events = sessiondata.load_events(data, self.session_key, self.item_key, self.time_key)
+        events = sessiondata.load_events(data, self.session_key, self.item_key, self.time_key,
+                                         allow_pickle=allow_pickle)
         item_map = sessiondata.ItemMap.from_events(events[self.item_key])
         sessions = sessiondata.SessionData.from_events(
             events, item_map, session_key=self.session_key, item_key=self.item_key,

@@ -418,3 +418,11 @@ def test_planted_transitions_are_found_on_larger_data():
             hits += ((scores[rows] > target[:, None]).sum(axis=1) < 10).sum()
             total += len(rows)
         assert total > 1000 and low <= hits / total <= high, (cls.__name__, hits / total)
+
+
+def test_pickled_training_file_needs_allow_pickle(toy, tmp_path):
+    path = tmp_path / "events.pkl"
+    toy.to_pickle(path)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        Pop().fit(path)
+    assert Pop().fit(path, allow_pickle=True).n_items_ == Pop().fit(toy).n_items_
