@@ -1155,7 +1155,8 @@ class GRU4Rec(SequenceMixin, SessionModel):
         """name -> shape of every state array a fitted model with these parameters holds."""
         expected = {}
         for name, (shape, _) in self._param_shapes(cfg, n_items).items():
-            expected.update({key: shape for key in [name] + self._optimizer_keys(cfg, name)})
+            expected[name] = shape
+            expected.update({key: Optimizer.state_shape(key, shape) for key in self._optimizer_keys(cfg, name)})
         expected["step"] = ()
         return expected
 
