@@ -13,7 +13,7 @@ import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import initial_state, retrain_start_state
 
 import evaluation
 import gru4rec
@@ -182,8 +182,8 @@ def test_a_lone_session_without_negatives_is_not_trained():
                            "Time": [0.0, 1, 2, 3, 4, 0.5, 1.5]})
     common = dict(layers=(3,), batch_size=2, n_epochs=1, lmbd=0.1, momentum=0.5, steps_per_call=2,
                   show_progress=False, loss="cross-entropy", final_act="softmax", seed=3)
-    with captured_fitted_state() as init:
-        model = gru4rec.GRU4Rec(n_sample=0, **common).fit(events)
+    init = initial_state(events, n_sample=0, **common)
+    model = gru4rec.GRU4Rec(n_sample=0, **common).fit(events)
     state = model.state_dict()
     assert float(state["step"]) == 1.0
     first_step_only = pd.DataFrame({"SessionId": [1, 1, 2, 2, 3], "ItemId": [10, 11, 12, 13, 14],
@@ -207,8 +207,8 @@ def test_retrain_new_rows_of_the_one_hot_input_are_initialised_per_block():
     before = model.state_dict()
     new = events.copy()
     new["ItemId"] = np.where(new.index % 3 == 0, new["ItemId"] + 1000, new["ItemId"])
-    with captured_fitted_state() as grown:
-        model.fit(new, retrain=True)
+    grown = retrain_start_state(model, new)
+    model.fit(new, retrain=True)
     n_old, n_all = len(before["Wx_0"]), model.n_items_
     assert n_all > n_old
     for key, value in before.items():

@@ -14,7 +14,7 @@ import numpy as np
 import numpy_reference as ref
 import pandas as pd
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import retrain_start_state
 
 import gru4rec
 from gru4rec_lib import synthetic
@@ -201,8 +201,8 @@ def retrained(fitted, saved):
         for t, item in enumerate(rng.choice(pool, size=4)):
             rows.append((1000 + session, item, 100.0 * session + t))
     new_data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
-    with captured_fitted_state() as grown:
-        model.fit(new_data, retrain=True)
+    grown = retrain_start_state(model, new_data)
+    model.fit(new_data, retrain=True)
     return fitted[0], model, before, grown, new_data, new_items
 
 

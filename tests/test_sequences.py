@@ -8,7 +8,7 @@ import numpy as np
 import numpy_reference as ref
 import pandas as pd
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import initial_state
 
 import evaluation
 import gru4rec
@@ -53,8 +53,8 @@ BPTT_CONFIGS = {
 @pytest.fixture(scope="module", params=list(BPTT_CONFIGS))
 def bptt_run(request):
     params = dict(BPTT_CONFIGS[request.param], batch_size=2, sample_store=1000)
-    with captured_fitted_state() as init:
-        model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(BPTT_DATA)
+    init = initial_state(BPTT_DATA, **COMMON, **params)
+    model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(BPTT_DATA)
     return request.param, params, model, init
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import numpy_reference as ref
 import pandas as pd
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import initial_state
 
 from gru4rec_lib import backend
 import gru4rec
@@ -29,10 +29,8 @@ def _weight_names(state):
 
 
 def fit_capturing_init(data, **params):
-    """Fit and also return the freshly initialised state (spied from the fit, before any step)."""
-    with captured_fitted_state() as captured:
-        model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(data)
-    return model, captured
+    """Fit and also return the freshly initialised state (the state the fit starts its steps from)."""
+    return gru4rec.GRU4Rec(**{**COMMON, **params}).fit(data), initial_state(data, **COMMON, **params)
 
 
 # ---------------------------------------------------------------- two exact training steps
