@@ -65,8 +65,33 @@ class ModelFitError(RuntimeError):
 
 
 # ---------------------------------------------------------------- activations and losses
-def _elementwise_activation(name):
-    """Return f(x) for an activation name such as 'tanh', 'leaky-0.01', 'elu-1', 'selu-1.05-1.67'."""
+def activation(name):
+    """The elementwise activation function of a `hidden_act` / `final_act` name.
+
+    Parameters
+    ----------
+    name : str
+        ``'linear'``, ``'relu'``, ``'tanh'``, ``'leaky-A'`` (x if x >= 0 else A x), ``'elu-A'``
+        (x if x >= 0 else A (e^x - 1)) or ``'selu-A-B'`` (A times ``elu-B``), with finite numbers A, B.
+        The softmax final activations are not elementwise and are not accepted here.
+
+    Returns
+    -------
+    callable
+        f(x) on a PyTensor variable, returning a variable of the same shape.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or constants that are missing, extra or not finite numbers.
+
+    Examples
+    --------
+    >>> import pytensor.tensor as pt
+    >>> x = pt.dvector("x")
+    >>> activation("leaky-0.1")(x).eval({x: [-2.0, 3.0]})
+    array([-0.2,  3. ])
+    """
     parts = name.split("-")
     try:
         consts = [float(p) for p in parts[1:]]
@@ -254,7 +279,7 @@ def _check_activation(name, value, final=False):
     if not isinstance(value, str):
         raise TypeError(f"{name}={value!r} is invalid: expected an activation name (str), e.g. 'tanh'")
     try:
-        _elementwise_activation(value)
+        activation(value)
     except ValueError as err:
         raise ValueError(f"{name}={value!r} is invalid: {err}") from None
 
@@ -605,7 +630,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
         With training=True: dropout, and the batch size is cfg.batch_size. `keeps` (BPTT) gives
         the dropout masks instead of drawing them: {"embed": (B, emb) bool, layer: (B, h) bool}.
         """
-        hidden_act = _elementwise_activation(cfg.hidden_act)
+        hidden_act = activation(cfg.hidden_act)
 
         def drop(x, p, key, shape, rng):
             if not training:
@@ -662,7 +687,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
             log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
             scores = scores - np.float32(cfg.logq) * log_q
         if LOSSES[cfg.loss] is None:
-            scores = _elementwise_activation(cfg.final_act)(scores)
+            scores = activation(cfg.final_act)(scores)
         pos = pt.as_tensor_variable(np.eye(batch_size, batch_size + cfg.n_sample, dtype=bool))
         per_row = loss_rows(cfg.loss, scores, pos, col_active[None, :] & pt.ones((batch_size, 1), dtype="bool"),
                             cfg.smoothing, cfg.bpreg)
@@ -872,14 +897,14 @@ class GRU4Rec(SequenceMixin, SessionModel):
         scores = hidden_last @ weights["Wy"][cand_idx].T + weights["By"][cand_idx]
         if self._cfg.final_act in ("softmax", "softmax_logit"):
             return pt.special.softmax(scores, axis=1)
-        return _elementwise_activation(self._cfg.final_act)(scores)
+        return activation(self._cfg.final_act)(scores)
 
     def _rank_activation(self):
         """final_act for ranking: elementwise as trained; softmax is ranked on its logits (same order,
         without float32 underflow turning distinct small probabilities into ties)."""
         if self._cfg.final_act in ("softmax", "softmax_logit"):
             return lambda x: x
-        return _elementwise_activation(self._cfg.final_act)
+        return activation(self._cfg.final_act)
 
     def _step_graph(self, item_idx, reset, hidden):
         """Inference step (no dropout): hidden states after feeding `item_idx`, zeroed where `reset`."""
@@ -1130,7 +1155,8 @@ class GRU4Rec(SequenceMixin, SessionModel):
         """name -> shape of every state array a fitted model with these parameters holds."""
         expected = {}
         for name, (shape, _) in self._param_shapes(cfg, n_items).items():
-            expected.update({key: shape for key in [name] + self._optimizer_keys(cfg, name)})
+            expected[name] = shape
+            expected.update({key: Optimizer.state_shape(key, shape) for key in self._optimizer_keys(cfg, name)})
         expected["step"] = ()
         return expected
 

@@ -1,22 +1,21 @@
-"""Test helper: the numpy state a GRU4Rec fit starts from (spied from `_set_fitted`, before any step)."""
-from contextlib import contextmanager
+"""Test helpers: the state a GRU4Rec fit starts from, through the public API only.
 
-import numpy as np
-import pytest
-
+The initial weights depend on the seed alone (not on n_epochs), so a fit with ``n_epochs=0``
+gives exactly the state that a fit with the same parameters and data starts its steps from.
+"""
 import gru4rec
 
 
-@contextmanager
-def captured_fitted_state():
-    """Within the block, every fit copies the state it hands to `_set_fitted` into the yielded dict."""
-    captured = {}
-    original = gru4rec.GRU4Rec._set_fitted
+def initial_state(data, **params):
+    """The state dict a fit of ``GRU4Rec(**params)`` on `data` starts from (before any step)."""
+    return gru4rec.GRU4Rec(**{**params, "n_epochs": 0}).fit(data).state_dict()
 
-    def spy(self, cfg, item_map, state, support):
-        captured.update({name: np.array(value, copy=True) for name, value in state.items()})
-        return original(self, cfg, item_map, state, support)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gru4rec.GRU4Rec, "_set_fitted", spy)
-        yield captured
+def retrain_start_state(model, data):
+    """The state dict ``model.fit(data, retrain=True)`` starts from (grown, before any step).
+
+    Works on an independent copy (same parameters, state and item ids); `model` is unchanged.
+    """
+    copy = gru4rec.GRU4Rec(**{**model.get_params(), "n_epochs": 0})
+    copy.load_state_dict(model.state_dict(), item_ids=model.item_ids_)
+    return copy.fit(data, retrain=True).state_dict()

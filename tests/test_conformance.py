@@ -13,12 +13,12 @@ import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import initial_state, retrain_start_state
 
 import evaluation
 import gru4rec
 import numpy_reference as ref
-from gru4rec_lib import backend, optim, synthetic
+from gru4rec_lib import optim, synthetic
 
 ADAPTS = ["adagrad", "rmsprop", "adadelta", "adam", None]
 CONSTS = {"adagrad": {"epsilon": 1e-6}, "rmsprop": {"decay": 0.8, "epsilon": 1e-6},
@@ -182,18 +182,18 @@ def test_a_lone_session_without_negatives_is_not_trained():
                            "Time": [0.0, 1, 2, 3, 4, 0.5, 1.5]})
     common = dict(layers=(3,), batch_size=2, n_epochs=1, lmbd=0.1, momentum=0.5, steps_per_call=2,
                   show_progress=False, loss="cross-entropy", final_act="softmax", seed=3)
-    with captured_fitted_state() as init:
-        model = gru4rec.GRU4Rec(n_sample=0, **common).fit(events)
-    state = {k: np.array(v.get_value()) for k, v in model._state.items()}
+    init = initial_state(events, n_sample=0, **common)
+    model = gru4rec.GRU4Rec(n_sample=0, **common).fit(events)
+    state = model.state_dict()
     assert float(state["step"]) == 1.0
     first_step_only = pd.DataFrame({"SessionId": [1, 1, 2, 2, 3], "ItemId": [10, 11, 12, 13, 14],
                                     "Time": [0.0, 1, 0.5, 1.5, 4]})  # same items; session 3 is too short to train
     one_step = gru4rec.GRU4Rec(n_sample=0, **common).fit(first_step_only)
-    for key, value in one_step._state.items():
-        np.testing.assert_allclose(state[key], np.array(value.get_value()), rtol=1e-6, atol=1e-7, err_msg=key)
+    for key, value in one_step.state_dict().items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
     assert not np.array_equal(state["Wh_0"], init["Wh_0"])
     sampled = gru4rec.GRU4Rec(n_sample=2, **common).fit(events)
-    assert float(sampled._state["step"].get_value()) == 4.0
+    assert float(sampled.state_dict()["step"]) == 4.0
 
 
 # ---------------------------------------------------------------- retrain
@@ -204,11 +204,11 @@ def test_retrain_new_rows_of_the_one_hot_input_are_initialised_per_block():
     params = dict(layers=(6,), embedding=0, adapt="adam", momentum=0.3, n_epochs=1, n_sample=3, batch_size=8,
                   show_progress=False, seed=5)
     model = gru4rec.GRU4Rec(**params).fit(events)
-    before = {k: np.array(v.get_value()) for k, v in model._state.items()}
+    before = model.state_dict()
     new = events.copy()
     new["ItemId"] = np.where(new.index % 3 == 0, new["ItemId"] + 1000, new["ItemId"])
-    with captured_fitted_state() as grown:
-        model.fit(new, retrain=True)
+    grown = retrain_start_state(model, new)
+    model.fit(new, retrain=True)
     n_old, n_all = len(before["Wx_0"]), model.n_items_
     assert n_all > n_old
     for key, value in before.items():
@@ -251,12 +251,10 @@ def test_tiebreaking_evaluation_lies_between_standard_and_conservative_and_repea
     train, test = synthetic.split_by_time(events, test_fraction=0.3)
     model = gru4rec.GRU4Rec(layers=(8,), n_epochs=1, n_sample=4, batch_size=16, steps_per_call=4,
                             show_progress=False, seed=8).fit(train)
-    by = np.array(model._state["By"].get_value())
+    state = model.state_dict()
     group = np.arange(0, model.n_items_, 2)
-    wy = np.array(model._state["Wy"].get_value())
-    wy[group], by[group] = 0.0, 0.0  # half of the items tie exactly, whatever the state
-    backend.set_on_device(model._state["Wy"], wy.astype(backend.FLOATX), model._cfg.device)
-    backend.set_on_device(model._state["By"], by.astype(backend.FLOATX), model._cfg.device)
+    state["Wy"][group], state["By"][group] = 0.0, 0.0  # half of the items tie exactly, whatever the state
+    model.load_state_dict(state)
     kw = dict(cutoffs=(5,), batch_size=8, steps_per_call=4, return_ranks=True)
     std, cons, tie = (evaluation.evaluate(model, test, mode=m, **kw)["ranks"]["rank"].to_numpy()
                       for m in ("standard", "conservative", "tiebreaking"))

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 import evaluation
-from gru4rec_lib import backend
 import gru4rec
 from gru4rec_lib import synthetic
 
@@ -167,11 +166,13 @@ def clone(model, folder):
 
 
 def set_weight(model, name, value):
-    backend.set_on_device(model._state[name], np.asarray(value, backend.FLOATX), model._cfg.device)
+    state = model.state_dict()
+    state[name] = np.asarray(value, np.float32)
+    model.load_state_dict(state)
 
 
 def get_weight(model, name):
-    return np.array(model._state[name].get_value(borrow=True))
+    return model.state_dict()[name]
 
 
 def evaluate(model, test, **kw):

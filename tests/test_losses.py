@@ -145,7 +145,7 @@ ACTIVATIONS = ["linear", "relu", "tanh", "leaky-0.1", "elu-0.5", "elu-1", "selu-
 def test_activation_values_and_gradients_match_numpy(name, mode):
     x = np.array([-3.0, -1.2, -0.4, -0.01, 0.02, 0.5, 2.5])  # no point within eps of the kink at 0
     var = pt.dvector("x")
-    out = gru4rec._elementwise_activation(name)(var)
+    out = gru4rec.activation(name)(var)
     fn = _function([var], [out, pt.grad(pt.sum(out * pt.arange(1, 8)), var)], mode)
     values, grad = fn(x)
     np.testing.assert_allclose(np.asarray(values), ref.activation(name, x), rtol=1e-12, atol=1e-15)
@@ -158,14 +158,14 @@ def test_activation_constants_are_used():
     var = pt.dvector("x")
     for name, expected in [("leaky-0.3", -0.6), ("elu-2", 2 * (np.exp(-2) - 1)),
                            ("selu-2-3", 2 * 3 * (np.exp(-2) - 1))]:
-        fn = _function([var], gru4rec._elementwise_activation(name)(var), "FAST_COMPILE")
+        fn = _function([var], gru4rec.activation(name)(var), "FAST_COMPILE")
         np.testing.assert_allclose(fn(x), [expected], rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "elu", "leaky", "selu-1", "elu-x", "tanh-1", "softmax", ""])
 def test_unknown_activation_names_raise(name):
     with pytest.raises(ValueError, match="unknown activation"):
-        gru4rec._elementwise_activation(name)
+        gru4rec.activation(name)
 
 
 def test_final_softmax_matches_numpy():
@@ -186,7 +186,7 @@ def test_gru_step_matches_numpy_with_reset_before_uh(mode, hidden_act):
     Wh = rng.normal(size=(n, 3 * n))
     xp, h = pt.dmatrix("xp"), pt.dmatrix("h")
     W = pt.tensor("Wh", dtype="float64", shape=(n, 3 * n))
-    out = gru4rec.gru_step(xp, h, W, gru4rec._elementwise_activation(hidden_act))
+    out = gru4rec.gru_step(xp, h, W, gru4rec.activation(hidden_act))
     fn = _function([xp, h, W], out, mode)
     expected = ref.gru_step(x_proj, hidden, Wh, hidden_act)
     np.testing.assert_allclose(np.asarray(fn(x_proj, hidden, Wh)), expected, rtol=1e-12, atol=1e-14)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy_reference as ref
 import pandas as pd
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import retrain_start_state
 
 import gru4rec
 from gru4rec_lib import synthetic
@@ -41,7 +41,7 @@ def fitted():
 
 
 def _state(model):
-    return {name: np.array(var.get_value()) for name, var in model._state.items()}
+    return model.state_dict()
 
 
 def _weights64(model):
@@ -201,8 +201,8 @@ def retrained(fitted, saved):
         for t, item in enumerate(rng.choice(pool, size=4)):
             rows.append((1000 + session, item, 100.0 * session + t))
     new_data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
-    with captured_fitted_state() as grown:
-        model.fit(new_data, retrain=True)
+    grown = retrain_start_state(model, new_data)
+    model.fit(new_data, retrain=True)
     return fitted[0], model, before, grown, new_data, new_items
 
 
@@ -224,10 +224,11 @@ def test_retrain_keeps_old_rows_and_adds_new_items(retrained):
     assert not np.array_equal(after["Wy"], grown["Wy"])  # and the retraining did train
 
 
-def test_retrain_rebuilds_popularity_and_keeps_every_item_recommendable(retrained):
+def test_retrain_rebuilds_popularity_and_keeps_every_item_recommendable(retrained, tmp_path):
     old_model, model, _, _, new_data, _ = retrained
     counts = new_data["ItemId"].value_counts()
-    support = dict(zip(model.item_ids_, model._support))
+    with np.load(model.save(tmp_path / "model.npz"), allow_pickle=False) as saved:  # the file keeps the supports
+        support = dict(zip(model.item_ids_, saved["support"]))
     for item in model.item_ids_:
         assert support[item] == counts.get(item, 1)  # items absent from the new data keep support 1
     scores = model.predict_next_batch(["u", "v"], [model.item_ids_[0], "new_2"], batch=2)

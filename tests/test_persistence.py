@@ -215,3 +215,19 @@ def test_save_onto_a_directory_leaves_no_temporary_file(files, tmp_path):
         files["model_obj"].save(tmp_path / "model.npz")
     assert "model.npz" in str(info.value) and ".tmp" not in str(info.value)
     assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+@pytest.mark.parametrize("embedding", [0, 4], ids=["one_hot", "separate"])
+def test_adam_models_with_per_row_counts_save_load_and_reload_their_state(tmp_path, embedding):
+    """Adam keeps one step count per item row (shape (n_items,)): save/load and load_state_dict accept it."""
+    events = synthetic.generate_sessions(n_sessions=40, n_items=10, seed=1)
+    model = gru4rec.GRU4Rec(layers=(4,), embedding=embedding, adapt="adam", n_epochs=1, n_sample=2, batch_size=4,
+                            show_progress=False, seed=2).fit(events)
+    state = model.state_dict()
+    assert state["count/Wy"].shape == (model.n_items_,) and state["count/Wy"].max() >= 1
+    loaded = gru4rec.GRU4Rec.load(model.save(tmp_path / "adam.npz")).state_dict()
+    copy = gru4rec.GRU4Rec(**model.get_params()).load_state_dict(state, item_ids=model.item_ids_).state_dict()
+    for other in (loaded, copy):
+        assert other.keys() == state.keys()
+        for key, value in state.items():
+            np.testing.assert_array_equal(other[key], value, err_msg=key)

@@ -113,7 +113,7 @@ def test_new_session_scores_from_zero_state(fresh):
     model = fresh
     ids, scores = model.recommend(["e1", "e2"], [[], []], k=N_ITEMS)
     np.testing.assert_array_equal(ids[0], ids[1])
-    by = np.asarray(model._state["By"].get_value(borrow=True), np.float64)
+    by = model.state_dict()["By"].astype(np.float64)
     elu = np.where(by >= 0, by, np.expm1(np.minimum(by, 0)))  # final_act elu-1
     order = np.argsort(-elu, kind="stable")
     assert list(ids[0]) == list(model.item_ids_[order])
@@ -209,7 +209,7 @@ def test_string_item_ids(string_model):
 def test_invalid_k_raises(fresh, k):
     with pytest.raises(ValueError, match=r"k=.* is invalid: expected an int in \[1, n_items_="):
         fresh.recommend(["a"], [fresh.item_ids_[0]], k=k)
-    assert fresh._live is None or "a" not in fresh._live  # nothing was fed
+    assert "a" not in fresh.live_sessions()  # nothing was fed
 
 
 def test_k_bounds_are_inclusive(fresh):

@@ -8,7 +8,7 @@ import numpy as np
 import numpy_reference as ref
 import pandas as pd
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import initial_state
 
 import evaluation
 import gru4rec
@@ -19,7 +19,7 @@ COMMON = dict(show_progress=False, seed=3, n_epochs=1)
 
 
 def _state(model):
-    return {name: np.array(var.get_value(borrow=True)) for name, var in model._state.items()}
+    return model.state_dict()
 
 
 # ---------------------------------------------------------------- BPTT against numpy
@@ -53,15 +53,15 @@ BPTT_CONFIGS = {
 @pytest.fixture(scope="module", params=list(BPTT_CONFIGS))
 def bptt_run(request):
     params = dict(BPTT_CONFIGS[request.param], batch_size=2, sample_store=1000)
-    with captured_fitted_state() as init:
-        model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(BPTT_DATA)
+    init = initial_state(BPTT_DATA, **COMMON, **params)
+    model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(BPTT_DATA)
     return request.param, params, model, init
 
 
 def _reference_bptt(params, model, init):
     """Four BPTT(T, 1) steps in numpy from the model's initial state."""
-    cfg, T = model._cfg, params["bptt"]
-    weights = {n: init[n].astype(np.float64) for n in model._param_names}
+    cfg, T = model.config(), params["bptt"]
+    weights = {n: init[n].astype(np.float64) for n in init if "/" not in n and n != "step"}  # the weights
     opt = {k: np.zeros(init[k].shape) for k in init if "/" in k}
     idx = model.item_map_.indices
     log_support = np.log(np.maximum(np.bincount(idx(BPTT_DATA.ItemId.to_numpy()), minlength=model.n_items_), 1))
@@ -185,9 +185,9 @@ def _replay_ranks(model, history, test, by_session):
         past = past[past.ItemId.isin(known)]
         future = events.sort_values("Time", kind="stable")
         future = future[future.ItemId.isin(known)]
-        model._predict_state = None
         seq = pd.concat([past, future])
         key = seq.SessionId.to_numpy() if by_session else np.full(len(seq), user)
+        key = [f"{user}/{k}" for k in key]  # a new user never continues the previous user's state
         for i in range(len(seq) - 1):
             scores = model.predict_next_batch([key[i]], [seq.ItemId.iloc[i]], batch=1)[0]
             if i >= len(past) - 1:  # the target is a test event

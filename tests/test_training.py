@@ -9,7 +9,7 @@ import numpy as np
 import numpy_reference as ref
 import pandas as pd
 import pytest
-from state_capture import captured_fitted_state
+from state_capture import initial_state
 
 from gru4rec_lib import backend
 import gru4rec
@@ -20,14 +20,17 @@ COMMON = dict(show_progress=False, seed=7, n_epochs=1)
 
 
 def _state(model):
-    return {name: np.array(var.get_value(borrow=True)) for name, var in model._state.items()}
+    return model.state_dict()
+
+
+def _weight_names(state):
+    """The weights of a state dict: neither optimiser state ('acc/Wy', ...) nor the step counter."""
+    return [name for name in state if "/" not in name and name != "step"]
 
 
 def fit_capturing_init(data, **params):
-    """Fit and also return the freshly initialised state (spied from the fit, before any step)."""
-    with captured_fitted_state() as captured:
-        model = gru4rec.GRU4Rec(**{**COMMON, **params}).fit(data)
-    return model, captured
+    """Fit and also return the freshly initialised state (the state the fit starts its steps from)."""
+    return gru4rec.GRU4Rec(**{**COMMON, **params}).fit(data), initial_state(data, **COMMON, **params)
 
 
 # ---------------------------------------------------------------- two exact training steps
@@ -83,9 +86,8 @@ def _reference_steps(params, model, init):
     Returns (params, opt, touched, losses): `touched` are the rows of Wy and By that the steps use,
     `losses` the two steps' losses.
     """
-    cfg = model._cfg
-    names = model._param_names
-    weights = {n: init[n].astype(np.float64) for n in names}
+    cfg = model.config()
+    weights = {n: init[n].astype(np.float64) for n in _weight_names(init)}
     opt = {k: np.zeros(init[k].shape) for k in init if "/" in k}
     idx = model.item_map_.indices
     support = np.bincount(idx(STEP_DATA.ItemId.to_numpy()), minlength=model.n_items_)
@@ -144,7 +146,7 @@ def test_untouched_rows_and_their_state_do_not_change(stepped):
     got = _state(model)
     idx = model.item_map_.indices
     never_fed = sorted(set(range(model.n_items_)) - set(idx([A, B, C, D])))  # e, f and g
-    input_name = model._input_name(model._cfg)
+    input_name = {"none": "Wx_0", "separate": "E", "shared": "Wy"}[model.config().mode]  # the item input matrix
     if input_name != "Wy":
         for key in [input_name] + [k for k in got if k.endswith("/" + input_name)]:
             np.testing.assert_array_equal(got[key][never_fed], init[key][never_fed], err_msg=key)
@@ -159,9 +161,13 @@ def test_untouched_rows_and_their_state_do_not_change(stepped):
 
 def test_init_is_uniform_per_block_with_zero_biases_and_state(stepped):
     _, _, model, init = stepped
-    shapes = model._param_shapes(model._cfg, model.n_items_)
-    for name, ((rows, *cols), n_blocks) in shapes.items():
+    names = _weight_names(init)
+    cfg = model.config()
+    layer_names = [f"{kind}_{i}" for i in range(len(cfg.layers)) for kind in ("Wx", "Wh", "Bh")]
+    assert sorted(names) == sorted(layer_names + ["Wy", "By"] + (["E"] if cfg.mode == "separate" else []))
+    for name in names:
         value = init[name]
+        (rows, *cols), n_blocks = value.shape, 0 if name[0] == "B" else 3 if name[:2] in ("Wx", "Wh") else 1
         if n_blocks == 0:
             assert not value.any(), name
             continue
