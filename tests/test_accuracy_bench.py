@@ -25,6 +25,7 @@ def accuracy():
     return load_bench()
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_table_json_and_beats_popularity(accuracy, tmp_path, capsys):
     events = synthetic.generate_sessions(n_sessions=600, n_items=100, noise=0.1, seed=5)
     train, test = synthetic.split_by_time(events, test_fraction=0.2)

@@ -238,6 +238,7 @@ def metric_lines(out):
     return cuts, primary
 
 
+@pytest.mark.slow
 def test_run_with_an_authors_param_file_then_load_model_path_first(data, capsys):
     param_file = write(data['folder'], 'tiny_best.py', TINY_FILE)
     model_path = data['folder'] / 'model.npz'
@@ -257,6 +258,7 @@ def test_run_with_an_authors_param_file_then_load_model_path_first(data, capsys)
     assert primary == [pytest.approx(reference['recall'][5], abs=1e-12)]
 
 
+@pytest.mark.slow
 def test_paropt_with_an_authors_space_and_flags(data, tmp_path, capsys):
     space = write(tmp_path, 'space.json', '{"name":"learning_rate", "dtype":"float", "values":[0.05, 0.2], '
                   '"step":0.05}\n{"name":"elu_param", "dtype":"categorical", "values":[0.5, 0]}\n')
@@ -284,6 +286,7 @@ def tiny_events():
 
 
 @pytest.mark.parametrize('loss, natural', [('cross-entropy', 'softmax'), ('xe_logit', 'softmax_logit')])
+@pytest.mark.slow
 def test_final_act_left_out_is_the_losses_own(tiny_events, loss, natural):
     common = dict(loss=loss, layers=(6,), n_epochs=1, batch_size=8, n_sample=4, sample_store=400,
                   show_progress=False)
@@ -298,6 +301,7 @@ def test_final_act_left_out_is_the_losses_own(tiny_events, loss, natural):
     np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.slow
 def test_final_act_wrong_pairing_still_fails(tiny_events):
     with pytest.raises(ValueError, match="final_act='linear' is invalid: expected 'softmax' with loss='cross-entropy'"):
         gru4rec.GRU4Rec(loss='cross-entropy', final_act='linear', n_epochs=1, show_progress=False).fit(tiny_events)

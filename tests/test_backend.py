@@ -20,6 +20,7 @@ def restore_jax_cache_config():
     compilation_cache.reset_cache()  # later tests must not write into this test's folder
 
 
+@pytest.mark.slow
 def test_compilation_cache_writes_programs_to_the_folder(tmp_path, restore_jax_cache_config, monkeypatch):
     monkeypatch.setenv("GRU4REC_COMPILATION_CACHE", str(tmp_path / "from-env"))
     assert backend.enable_compilation_cache() == str(tmp_path / "from-env")
@@ -47,6 +48,7 @@ def test_shared_on_device_keeps_values_and_static_shape():
     np.testing.assert_array_equal(np.asarray(var.get_value(borrow=True)), value)
 
 
+@pytest.mark.slow
 def test_command_line_compilation_cache_flag(tmp_path, restore_jax_cache_config):
     from gru4rec_lib import cli
 

@@ -59,6 +59,7 @@ def test_session_ranks_match_two_event_sessions(bench, split):
     np.testing.assert_array_equal(ranks[~test.start.to_numpy()], expected.to_numpy())
 
 
+@pytest.mark.slow
 def test_user_ranks_match_evaluating_the_whole_log_from_zero(bench, split):
     """A continued user model ranks test event j as the zero-state evaluation of the user's full log does."""
     history, test, _, _ = split

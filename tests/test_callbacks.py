@@ -6,6 +6,8 @@ import evaluation
 import gru4rec
 from gru4rec_lib import callbacks, synthetic
 
+pytestmark = pytest.mark.slow  # whole fits per test: in the slow set
+
 PARAMS = dict(layers=(8,), n_sample=4, batch_size=16, show_progress=False, seed=1)
 
 

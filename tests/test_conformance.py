@@ -173,6 +173,7 @@ def test_optimizer_constants_are_the_authors():
 
 
 # ---------------------------------------------------------------- schedule
+@pytest.mark.slow
 def test_a_lone_session_without_negatives_is_not_trained():
     """n_sample=0, batch_size=2: sessions [a b c d e] and [c d]. After the first step one session is
     left, with no negative: the authors end the epoch there, so only that step trains (even with
@@ -197,6 +198,7 @@ def test_a_lone_session_without_negatives_is_not_trained():
 
 
 # ---------------------------------------------------------------- retrain
+@pytest.mark.slow
 def test_retrain_new_rows_of_the_one_hot_input_are_initialised_per_block():
     """New rows of Wx_0 (one-hot input, 3 column blocks of h): U[-s, s], s = sqrt(6 / (n_items + h)) as
     a fresh fit; old rows and all optimiser state kept; the new rows' state (Adam's counts too) zero."""
@@ -246,6 +248,7 @@ def test_tiebreaking_matches_the_authors_noise_by_brute_force():
     assert set(np.unique(ours)) == {3, 4, 5, 6}
 
 
+@pytest.mark.slow
 def test_tiebreaking_evaluation_lies_between_standard_and_conservative_and_repeats():
     events = synthetic.generate_sessions(n_sessions=200, n_items=30, seed=7)
     train, test = synthetic.split_by_time(events, test_fraction=0.3)

@@ -10,6 +10,7 @@ MODULES = ["gru4rec", "evaluation"] + [f"gru4rec_lib.{name}" for name in
 
 
 @pytest.mark.parametrize("name", MODULES)
+@pytest.mark.slow
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed"

@@ -225,6 +225,7 @@ def tied(model, data, points, tmp_path_factory):
     return copy, brute_force_points(copy, data[1])
 
 
+@pytest.mark.slow
 def test_ties_make_the_modes_differ_and_each_matches_brute_force(tied, data):
     copy, points = tied
     results = {mode: evaluate(copy, data[1], mode=mode) for mode in MODES}
@@ -318,6 +319,7 @@ def test_repeated_evaluation_starts_from_zero_states(model, data):
 
 
 # ---------------------------------------------------------------- 5. return_ranks and invariants
+@pytest.mark.slow
 def test_rank_frame_has_one_row_per_point_and_gives_the_metrics(model, data, points):
     result = evaluate(model, data[1], mode="median")
     frame = result["ranks"]

@@ -167,6 +167,7 @@ def test_failing_save_leaves_the_existing_file_and_no_temporary(fitted, tmp_path
     assert os.listdir(tmp_path) == ["model.npz"]
 
 
+@pytest.mark.slow
 def test_save_accepts_the_numpy_scalars_the_checks_accept(tmp_path):
     params = {**PARAMS, "layers": (np.int64(8),), "batch_size": np.int64(4), "seed": np.int64(5),
               "learning_rate": np.float32(0.05), "n_epochs": 0}

@@ -82,6 +82,7 @@ def test_bad_metric_names(text):
 
 # --- a tiny search, end to end (two fits: ~10 s) ---
 
+@pytest.mark.slow
 def test_tiny_search_writes_best_params_and_trials(tmp_path):
     events = synthetic.generate_sessions(n_sessions=300, n_items=30, seed=3)
     train, valid = synthetic.split_by_time(events, test_fraction=0.2)

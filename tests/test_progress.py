@@ -5,6 +5,7 @@ import re
 import sys
 
 import numpy as np
+import pytest
 
 import evaluation
 import gru4rec
@@ -28,6 +29,7 @@ def _n_minibatches(events, batch_size):
     return len(sessiondata.schedule_definition(data, data.session_order(), batch_size).active)
 
 
+@pytest.mark.slow
 def test_bar_counts_mini_batches_on_a_terminal(monkeypatch):
     events, terminal = _events(), _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -39,6 +41,7 @@ def test_bar_counts_mini_batches_on_a_terminal(monkeypatch):
     assert "mini-batch" in shown and "call" not in shown
 
 
+@pytest.mark.slow
 def test_no_bar_but_a_log_line_per_epoch_when_stderr_is_not_a_terminal(monkeypatch, caplog):
     log_file = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log_file)

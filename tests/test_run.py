@@ -281,6 +281,7 @@ def load_example(relative):
     return module
 
 
+@pytest.mark.slow
 def test_demo_prints_table(capsys):
     demo = load_example("examples/demo.py")
     assert demo.main(["--sessions", "300", "--epochs", "1", "--layers", "8"]) == 0
@@ -310,6 +311,7 @@ def test_rsc15_runner_uses_paramfile_and_overrides(files, tmp_path, capsys):
     assert params["loss"] == "cross-entropy" and params["logq"] == 1.0 and params["layers"] == (8,)
 
 
+@pytest.mark.slow
 def test_user_histories_continue_from_the_training_file(tmp_path, capsys):
     """-uk trains on user sequences; evaluation continues from TRAIN_PATH unless --history none."""
     events = synthetic.generate_sessions(n_sessions=300, n_items=30, seed=5)

@@ -96,6 +96,7 @@ def test_save_refuses_non_finite_weights(model, tmp_path):
 
 
 # ---------------------------------------------------------------- 2. failed fits keep finite weights
+@pytest.mark.slow
 def test_diverging_fit_keeps_the_weights_of_the_last_finite_step():
     initial = gru4rec.GRU4Rec(**{**SMALL, "n_epochs": 0}).fit(_events()).state_dict()
     diverging = gru4rec.GRU4Rec(**{**SMALL, "learning_rate": 1e39})
@@ -203,6 +204,7 @@ def test_recommend_with_no_sessions_returns_empty_results(fresh):
     assert ids.shape == (0, 4) and scores.shape == (0, 4)
 
 
+@pytest.mark.slow
 def test_live_sessions_are_limited_and_the_least_recently_used_dropped():
     model = gru4rec.GRU4Rec(**SMALL, max_live_sessions=3).fit(_events())
     model.recommend(["a", "b", "c"], [1, 2, 3], k=2)

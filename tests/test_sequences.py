@@ -109,6 +109,7 @@ def test_bptt_reaches_back_beyond_one_step(bptt_run):
     assert any(not np.allclose(got[n], weights[n], rtol=1e-4, atol=5e-6) for n in dense)
 
 
+@pytest.mark.slow
 def test_bptt_cut_by_resets_is_bptt_1():
     """Sessions of two events: every window is cut by a reset, so bptt=3 trains as bptt=1."""
     rng = np.random.default_rng(0)
@@ -152,6 +153,7 @@ def user_events(n_users=40, seed=0):
     return pd.DataFrame(rows, columns=["UserId", "SessionId", "ItemId", "Time"])
 
 
+@pytest.mark.slow
 def test_one_session_per_user_equals_the_session_model_exactly():
     data = synthetic.generate_sessions(n_sessions=300, n_items=40, seed=1)
     params = dict(COMMON, layers=(8,), n_sample=8, batch_size=8, dropout_p_hidden=0.2)
@@ -197,6 +199,7 @@ def _replay_ranks(model, history, test, by_session):
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["continuing", "reset_between_sessions"])
+@pytest.mark.slow
 def test_continued_evaluation_equals_replaying_the_history(reset):
     events = user_events()
     last = events.groupby("UserId").SessionId.transform("max")

@@ -238,6 +238,7 @@ def _idle_chunk(K, batch):
     return items, items, np.ones((K, batch), bool), np.zeros((K, batch), bool), np.zeros(K, np.int32)
 
 
+@pytest.mark.slow
 def test_dropout_masks_differ_per_step_and_are_threaded_through_scan():
     """A mask shows as the exact zeros of the carried (dropped-out) hidden state.
 

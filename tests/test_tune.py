@@ -12,6 +12,8 @@ import pytest
 
 from gru4rec_lib import synthetic, tune
 
+pytestmark = pytest.mark.slow  # whole fits per test: in the slow set
+
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = "learning_rate float 0.0001 0.3 log\nmomentum float 0 0.5 step=0.1\n"
 
