@@ -265,6 +265,7 @@ def test_candidate_subset_matches_brute_force(tied, data, mode):
     assert evaluate(copy, data[1], mode=mode, items=shuffled)["ranks"].equals(result["ranks"])
 
 
+@pytest.mark.slow
 def test_candidate_subset_of_all_items_equals_no_subset(model, data):
     everything = evaluate(model, data[1], return_ranks=False)
     subset = evaluate(model, data[1], items=model.item_ids_[::-1], return_ranks=False)
@@ -377,6 +378,7 @@ def test_softmax_model_is_consistent_with_predicted_probabilities(softmax_model,
         assert scores.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_softmax_is_ranked_on_logits_without_underflow_ties(softmax_model, data, tmp_path_factory):
     """Items with logits around -200 all have probability 0.0 in float32; the evaluator still ranks
     them by their distinct logits, so no mode sees a tie, and the ranks are known exactly."""

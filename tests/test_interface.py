@@ -63,6 +63,7 @@ def test_planted_successors_through_the_interface(name, planted, fitted):
     assert host == pytest.approx(recall, abs=2 / points)  # float32 ties may differ by a point or so
 
 
+@pytest.mark.slow
 def test_device_scan_equals_the_host_loop_of_score_step(planted, fitted):
     """GRU4Rec's compiled score_steps and the interface's default host loop give the same ranks."""
     model = fitted["GRU4Rec"]

@@ -108,6 +108,7 @@ def test_diverging_fit_keeps_the_weights_of_the_last_finite_step():
         np.testing.assert_array_equal(state[name], initial[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_failed_retrain_leaves_the_model_as_before(model):
     before, ids = model.state_dict(), model.item_ids_.copy()
     new_items = _events(n_sessions=40, n_items=25, seed=9)  # 10 items the model has not seen
@@ -183,6 +184,7 @@ def test_mixed_item_id_types_are_refused_at_fit():
         gru4rec.GRU4Rec(**SMALL).fit(events)
 
 
+@pytest.mark.slow
 def test_every_fitted_model_can_be_saved(tmp_path):
     model = gru4rec.GRU4Rec(**SMALL).fit(_events(string_ids=True))
     loaded = gru4rec.GRU4Rec.load(model.save(tmp_path / "m.npz"))

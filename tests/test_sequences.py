@@ -219,6 +219,7 @@ def test_continued_evaluation_equals_replaying_the_history(reset):
     assert got["recall"][5] == pytest.approx((want["rank"] <= 5).mean())
 
 
+@pytest.mark.slow
 def test_continuing_the_state_changes_the_ranks_of_the_same_targets():
     events = user_events(n_users=120, seed=4)
     last = events.groupby("UserId").SessionId.transform("max")
@@ -231,6 +232,7 @@ def test_continuing_the_state_changes_the_ranks_of_the_same_targets():
     assert len(same) == len(zero) and not np.array_equal(same.rank_x, same.rank_y)
 
 
+@pytest.mark.slow
 def test_history_of_other_users_changes_nothing():
     events = user_events(n_users=30, seed=5)
     last = events.groupby("UserId").SessionId.transform("max")
@@ -266,6 +268,7 @@ def test_missing_user_column_and_history_without_user_mode_are_named():
         evaluation.evaluate(model, data, history=data)
 
 
+@pytest.mark.slow
 def test_user_mode_without_session_column_saves_and_loads(tmp_path):
     data = user_events(n_users=20).drop(columns="SessionId")
     model = gru4rec.GRU4Rec(**COMMON, layers=(6,), n_sample=4, batch_size=4, user_key="UserId", bptt=2,

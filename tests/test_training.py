@@ -322,6 +322,7 @@ def test_sample_store_redraws_when_used_up_and_per_step_when_small():
 
 
 # ---------------------------------------------------------------- learning and divergence
+@pytest.mark.slow
 def test_training_beats_popularity_on_planted_successors():
     events = synthetic.generate_sessions(n_sessions=1200, n_items=40, mean_length=5, n_successors=2,
                                          noise=0.1, popularity_exponent=0.8, seed=11)
@@ -350,6 +351,7 @@ def test_training_beats_popularity_on_planted_successors():
     assert recall_model > 0.75 and recall_model > recall_popular + 0.2, (recall_model, recall_popular)
 
 
+@pytest.mark.slow
 def test_divergence_raises_model_fit_error_and_keeps_finite_weights():
     data = FUSED_DATA
     model = gru4rec.GRU4Rec(**{**COMMON, "loss": "bpr-max", "layers": (4,), "batch_size": 4, "n_sample": 3,
@@ -362,6 +364,7 @@ def test_divergence_raises_model_fit_error_and_keeps_finite_weights():
     assert np.abs(state["Wy"]).max() > 1e10  # ... but the first (finite, huge) one was
 
 
+@pytest.mark.slow
 def test_training_works_when_jax_x64_is_enabled():
     # PyTensor's JAX dispatch sets the process-wide x64 flag from floatX when first imported
     import jax
