@@ -1,23 +1,18 @@
 """bench/accuracy.py on generated data: one seed, a tiny model; the table, the JSON, and a model that
 beats popularity (the real benchmark runs on the public data sets and is not a test)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from gru4rec_lib import baselines
 import evaluation
 from gru4rec_lib import synthetic
+from scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "accuracy.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/accuracy.py", "bench_accuracy")
 
 
 @pytest.fixture(scope="module")

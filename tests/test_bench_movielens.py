@@ -1,7 +1,5 @@
 """bench/movielens.py on a small generated log: each test event's rank is the rank of that event,
 checked against a second, independent way of scoring it (the real benchmark is not a test)."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,16 +8,13 @@ import pytest
 import evaluation
 import gru4rec
 from gru4rec_lib import baselines, synthetic
+from scripts import load_script
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "movielens.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_movielens", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/movielens.py", "bench_movielens")
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,14 @@
 """bench/speed.py: a tiny smoke run of the timing core (numbers not checked: not a timed test)."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "bench" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/speed.py", "bench_speed")
 
 
 @pytest.mark.slow  # a fresh process or a whole benchmark run: in the slow set

@@ -1,14 +1,11 @@
 """RSC15 preprocessing (examples/rsc15/preprocess.py) on a crafted raw file where every rule fires."""
 import gzip
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'examples' / 'rsc15' / 'preprocess.py'
-_spec = importlib.util.spec_from_file_location('rsc15_preprocess', SCRIPT)
-preprocess = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(preprocess)
+from scripts import load_script
+
+preprocess = load_script('examples/rsc15/preprocess.py', 'rsc15_preprocess')
 
 T0 = 1396310400  # 2014-04-01T00:00:00Z
 A, B, C, D = 101, 102, 103, 104

@@ -3,9 +3,7 @@
 GRU4Rec fits are tiny (8 units, 1 epoch, 4 samples) but each costs a few seconds of compilation,
 so the module shares files and one trained model between tests.
 """
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,8 @@ import evaluation
 import gru4rec
 from gru4rec_lib import cli
 from gru4rec_lib import synthetic
+from scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = "layers=8,n_epochs=1,n_sample=4,batch_size=16,sample_store=2000"
 METRIC = re.compile(r"(Recall@\d+|MRR@\d+|points|dropped|seconds): (\S+)")
 
@@ -274,16 +272,9 @@ def test_failures_while_running_exit_1(files, capsys):
     assert "gru4rec: error: column 'Item' not found" in err
 
 
-def load_example(relative):
-    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_demo_prints_table(capsys):
-    demo = load_example("examples/demo.py")
+    demo = load_script("examples/demo.py")
     assert demo.main(["--sessions", "300", "--epochs", "1", "--layers", "8"]) == 0
     out = capsys.readouterr().out
     table = [line.split() for line in out.splitlines()]
@@ -301,7 +292,7 @@ def test_rsc15_runner_uses_paramfile_and_overrides(files, tmp_path, capsys):
     data.mkdir()
     files["train_df"].to_csv(data / "rsc15_train_full.txt", sep="\t", index=False)
     files["test_df"].to_csv(data / "rsc15_test.txt", sep="\t", index=False)
-    runner = load_example("examples/rsc15/run_rsc15.py")
+    runner = load_script("examples/rsc15/run_rsc15.py")
     assert runner.main([str(data), "rsc15_xe", "-ps", TINY, "--save-dir", str(tmp_path), "-q"]) == 0
     out = capsys.readouterr().out
     assert "== rsc15_xe (Reported" in out and "Recall@20 0.7283" in out
