@@ -153,6 +153,8 @@ def measure(name, K, args, jax):
                                                                                   * measured[0]["seconds"]),
            "batches_per_s": _median([s["batches_per_s"] for s in measured]),
            "events_per_s": _median([s["events_per_s"] for s in measured]), "compile_s": model.compile_seconds_}
+    floor = step_floor(params, args.limits)
+    row.update(floor_ms=floor * 1e3, floor_share=row["batches_per_s"] * floor)
     if args.test_events:
         test = generated_data(n_items, args.test_events, seed=1)
         first = evaluation.evaluate(model, test[test.SessionId.isin(test.SessionId.unique()[:40])])  # compiles
@@ -160,6 +162,46 @@ def measure(name, K, args, jax):
         row.update(eval_events_per_s=timed["n_points"] / timed["seconds"], eval_first_call_s=first["seconds"])
     row["peak_memory_gib"] = _peak_memory(jax) / 2 ** 30
     return row
+
+
+def machine_limits():
+    """(memory bandwidth in bytes/s, matrix-product rate in FLOP/s) of this CPU, measured with numpy:
+    a 256 MB copy (read + write) and a 1024 x 1024 float32 product, best of 5."""
+    import numpy as np
+
+    src, a = np.ones(64 * 2 ** 20, np.float32), np.ones((1024, 1024), np.float32)
+    dst, best_copy, best_dot = np.empty_like(src), float("inf"), float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best_copy = min(best_copy, time.perf_counter() - t)
+        t = time.perf_counter()
+        a @ a
+        best_dot = min(best_dot, time.perf_counter() - t)
+    return 2 * src.nbytes / best_copy, 2 * 1024 ** 3 / best_dot
+
+
+def step_floor(params, limits):
+    """Lower bound on the seconds of one training step: the larger of its memory traffic over the
+    bandwidth and its matrix products over the product rate.
+
+    Traffic: every touched item row (B inputs, B targets, n_sample negatives) is read and written
+    once, with its optimiser state (Adagrad's accumulator; the velocity with momentum), and so are
+    the GRU's dense weights and their state. Products: scores, their two gradients, and the GRU's
+    input/recurrent products with their gradients (3 times the forward FLOPs).
+    """
+    bandwidth, rate = limits
+    B, S, layers = params["batch_size"], params.get("n_sample", 2048), list(params["layers"])
+    copies = 1 + (params.get("adapt", "adagrad") is not None) + bool(params.get("momentum"))
+    h_out, emb = layers[-1], params.get("embedding") or layers[-1]
+    rows = (2 * B + S) * h_out
+    dense, flops, width = 0, 2 * B * (B + S) * h_out * 3, emb
+    for h in layers:
+        dense += (width + h + 1) * 3 * h
+        flops += 2 * B * (width + h) * 3 * h * 3
+        width = h
+    traffic = 2 * 4 * copies * (rows + dense)  # float32, read + write
+    return max(traffic / bandwidth, flops / rate)
 
 
 def _median(values):
@@ -178,7 +220,8 @@ def _peak_memory(jax):
 def line(row):
     text = (f"  {row['preset']:<20s} B={row['B']:<4d} h={'/'.join(map(str, row['layers'])):<5s} K={row['K']:<3d} "
             f"{row['batches_per_s']:9.1f} mini-batches/s {row['events_per_s']:9.0f} events/s  "
-            f"compile {row['compile_s']:5.1f} s  peak {row['peak_memory_gib']:.2f} GiB")
+            f"compile {row['compile_s']:5.1f} s  peak {row['peak_memory_gib']:.2f} GiB  "
+            f"floor {row['floor_ms']:.2f} ms/step ({row['floor_share']:.0%} of it reached)")
     if "eval_events_per_s" in row:
         text += f"  evaluate {row['eval_events_per_s']:8.0f} events/s"
     return text
@@ -199,10 +242,14 @@ def main(argv=None):
     if args.cache:
         backend.enable_compilation_cache(args.cache)
     info = machine(jax, args)
+    args.limits = machine_limits()
+    info.update(memory_bandwidth_gb_s=args.limits[0] / 1e9, matmul_gflop_s=args.limits[1] / 1e9)
     print(f"gru4rec speed ({info['mode']}), {info['date']}\n  machine: {info['cpu']}, {info['cores']} cores; "
           f"device {info['device']}\n  versions: {info['versions']}\n  command: {info['command']}\n"
           f"  load average {tuple(round(x, 1) for x in info['load_average'])} (above the core count: "
-          f"the numbers are low and noisy); compilation cache: {args.cache or 'off'}", flush=True)
+          f"the numbers are low and noisy); compilation cache: {args.cache or 'off'}\n"
+          f"  floor of a step: memory {info['memory_bandwidth_gb_s']:.1f} GB/s, products "
+          f"{info['matmul_gflop_s']:.0f} GFLOP/s (numpy, measured now)", flush=True)
     started, rows = time.perf_counter(), []
     for name in args.names:
         for K in args.k_list:

@@ -149,33 +149,38 @@ def _scatter(full, idx, old, new, share, apply):
     return pt.inc_subtensor(full[idx], pt.switch(apply & (share > 0), new - old, 0) * share)
 
 
-def rows_update(opt, name, full, idx, rows, grad, share, state, apply):
-    """New values of an item matrix (and its state) on the rows `idx` that one step touched.
+def row_values(opt, idx, rows, grad, state):
+    """New values of the touched rows of an item matrix and of its state, from the gathered rows.
 
     `rows` = full[idx] (n_occ, ...), `grad` the summed gradient of each occurrence's row
-    (`coalesce`), `share` (n_occ,) each occurrence's part of its row's change, `apply` a scalar
-    bool (False: nothing changes). Every state is written first and its rows read back, so that
-    the step depends on the scatter and XLA updates the state in place instead of copying it.
+    (`coalesce`), `state`: key -> the whole state matrix. Returns ({short name: old rows},
+    {short name: new rows}), the parameter under the short name "param". Computed once per
+    step: the finiteness guard checks these values and `rows_update` writes them.
     """
     old = {_short(k): state[k][idx] for k in state}
-    keys = {_short(k): k for k in state}
-    out = {}
-
-    def write(short, value):
-        out[keys[short]] = _scatter(state[keys[short]], idx, old[short], value, share, apply)
-        return out[keys[short]][idx]
-
-    new = {short: write(short, value) for short, value in moments(opt, grad, old).items()}
+    new = moments(opt, grad, old)
     count = None
-    if "count" in keys:  # Adam: each row counts its own steps
-        count = pt.maximum(write("count", old["count"] + 1), 1).reshape((-1,) + (1,) * (grad.ndim - 1))
+    if "count" in old:  # Adam: each row counts its own steps
+        new["count"] = old["count"] + 1
+        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
     d, extra = direction(opt, grad, old, new, count)
-    for short, value in extra.items():
-        write(short, value)
+    new.update(extra)
     change, velocity = descend(opt, rows, d, old.get("velocity"))
     if velocity is not None:
-        change = write("velocity", velocity)
-    out[name] = _scatter(full, idx, rows, rows + change, share, apply)
+        new["velocity"] = velocity
+    old["param"], new["param"] = rows, rows + change
+    return old, new
+
+
+def rows_update(name, full, idx, old, new, share, state, apply):
+    """An item matrix and its state with the touched rows written ({key: new matrix}).
+
+    `old`/`new` from `row_values`; `share` (n_occ,) each occurrence's part of its row's change;
+    `apply` a scalar bool (False: nothing changes). Every gather from a matrix precedes its
+    scatter, so XLA updates the matrices in place.
+    """
+    out = {key: _scatter(state[key], idx, old[_short(key)], new[_short(key)], share, apply) for key in state}
+    out[name] = _scatter(full, idx, old["param"], new["param"], share, apply)
     return out
 
 
@@ -219,21 +224,11 @@ def grad_norm2(dense_grads, row_grads):
     return total
 
 
-def _rows_finite(opt, name, idx, rows, grad, share, state):
-    """Whether the new values of the touched rows (parameter and state) are finite, computed on the
-    gathered rows with the same rules as `rows_update` (no pass over the item matrix)."""
-    old = {_short(k): state[k][idx] for k in state}
-    new = moments(opt, grad, old)
-    count = None
-    if "count" in old:
-        new["count"] = old["count"] + 1
-        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
-    d, extra = direction(opt, grad, old, new, count)
-    new.update(extra)
-    change, velocity = descend(opt, rows, d, old.get("velocity"))
-    values = [rows + change, *new.values()] + ([velocity] if velocity is not None else [])
-    untouched = (share <= 0).reshape((-1,) + (1,) * (rows.ndim - 1))
-    return [pt.all(pt.isfinite(v) | (untouched if v.ndim == rows.ndim else share <= 0)) for v in values]
+def _rows_finite(rows, new, share):
+    """Whether the new values of the touched rows (parameter and state) are finite (`row_values`'
+    results; rows no touched occurrence changes are not checked)."""
+    untouched = share <= 0
+    return [pt.all(pt.isfinite(v) | (untouched.reshape((-1,) + (1,) * (v.ndim - 1)))) for v in new.values()]
 
 
 def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1):
@@ -255,11 +250,12 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         keys = opt.state_keys(name, sparse=False)
         dense_values[name] = dense_update(opt, name, state[name], grad * scale, {k: state[k] for k in keys}, step)
         finite += [pt.all(pt.isfinite(v)) for v in dense_values[name].values()]
-    coalesced = {}
+    row_new = {}
     for name, r in row_grads.items():
-        coalesced[name] = coalesce(r.idx, r.grad * scale, r.touched)
-        keys = opt.state_keys(name, sparse=True)
-        finite += _rows_finite(opt, name, r.idx, r.rows, *coalesced[name], {k: state[k] for k in keys})
+        grad, share = coalesce(r.idx, r.grad * scale, r.touched)
+        row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
+        row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)
+        finite += _rows_finite(r.rows, row_new[name][1], share)
     enough = pt.sum(active) >= min_active
     ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
     if finite:  # a padding step applies nothing: its values do not count
@@ -269,7 +265,6 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     for name, values in dense_values.items():
         new.update({k: pt.switch(apply, v, state[k]) for k, v in values.items()})
     for name, r in row_grads.items():
-        keys = opt.state_keys(name, sparse=True)
-        new.update(rows_update(opt, name, state[name], r.idx, r.rows, *coalesced[name],
-                               {k: state[k] for k in keys}, apply))
+        old, values, share, row_state = row_new[name]
+        new.update(rows_update(name, state[name], r.idx, old, values, share, row_state, apply))
     return new

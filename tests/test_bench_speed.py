@@ -32,3 +32,14 @@ def test_published_presets_read_the_bundled_parameter_files(speed):
     assert speed.parse_args(["--quick"]).names == ["xe", "bprmax"]
     with pytest.raises(SystemExit):
         speed.parse_args(["--preset", "nope"])
+
+
+def test_step_floor_counts_row_traffic_and_products(speed):
+    """B=2, n_sample=3, one layer of 4 units, Adagrad, no momentum: 7 item rows and the GRU's
+    (4 + 4 + 1) x 12 dense weights, each read and written with its accumulator (2 copies);
+    products 2*2*5*4*3 (scores) + 2*2*8*12*3 (GRU), forward and two gradients."""
+    params = dict(batch_size=2, n_sample=3, layers=(4,), adapt="adagrad", momentum=0.0)
+    traffic = 2 * 4 * 2 * (7 * 4 + 9 * 12)
+    assert speed.step_floor(params, (1.0, 1e12)) == pytest.approx(traffic)
+    assert speed.step_floor(params, (1e12, 1.0)) == pytest.approx(2 * 2 * 5 * 4 * 3 + 2 * 2 * 8 * 12 * 3)
+    assert speed.step_floor(dict(params, momentum=0.5), (1.0, 1e12)) == pytest.approx(traffic * 3 / 2)

@@ -102,8 +102,8 @@ def test_rows_occurring_twice_take_one_step_on_their_summed_gradient(adapt, mome
     g_var, f_var = pt.tensor("g", dtype="float64", shape=(4, 3)), pt.dmatrix("E")
     s_vars = {k: (pt.dvector(k) if k.startswith("count/") else pt.dmatrix(k)) for k in state}
     summed, share = optim.coalesce(i_var, g_var, t_var)
-    out = optim.rows_update(opt, "E", f_var, i_var, f_var[i_var], summed, share, s_vars,
-                            pt.as_tensor_variable(np.array(True)))
+    old, new = optim.row_values(opt, i_var, f_var[i_var], summed, s_vars)
+    out = optim.rows_update("E", f_var, i_var, old, new, share, s_vars, pt.as_tensor_variable(np.array(True)))
     keys = ["E", *state]
     fn = pytensor.function([f_var, i_var, t_var, g_var, *s_vars.values()], [out[k] for k in keys],
                            mode="FAST_COMPILE", on_unused_input="ignore")
