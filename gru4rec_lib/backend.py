@@ -4,8 +4,10 @@ The JAX linker runs every compiled function on CPU or GPU; the shared
 variables that a function updates are donated to XLA so that the updates happen in place, and
 every symbolic input has a static shape (JAX compiles one program per shape).
 """
+import contextlib
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -65,11 +67,25 @@ def compile_fn(inputs, outputs, updates=None, donate=True):
     _default_compilation_cache()
     base = get_mode("JAX")
     mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=base.optimizer)
-    with warnings.catch_warnings():  # the JAX linker works on a copy of shared RNGs: intended here
-        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
-        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
+    with warnings.catch_warnings(), _own_temporary_folder():
+        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")  # the JAX linker works on a
+        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")  # copy: fine
     fn.trust_input = True  # inputs are built by this module with the right dtypes
     return fn
+
+
+@contextlib.contextmanager
+def _own_temporary_folder():
+    """Point `tempfile` at a folder removed afterwards: PyTensor's JAX linker writes the source of
+    every function it generates to a temporary file it never deletes (about a hundred per fit,
+    kept in /tmp for good). The code is compiled from memory; the files only serve tracebacks."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="gru4rec-") as folder:
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
 
 
 def schedule_inputs(steps, batch_size):

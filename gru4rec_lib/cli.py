@@ -98,7 +98,7 @@ def build_parser():
                         help="parallel sessions during evaluation (default: 512)")
     parser.add_argument("-pm", "--primary-metric", "--primary_metric", dest="primary_metric",
                         choices=["recall", "mrr"], default="recall",
-                        help="the metric -lpm prints (default: recall)")
+                        help="the metric -lpm prints and --patience watches (default: recall)")
     parser.add_argument("-lpm", "--log-primary-metric", "--log_primary_metric", dest="log_primary_metric",
                         action="store_true",
                         help="after each test file print 'PRIMARY METRIC: v', the -pm metric at the first -m cut-off")
@@ -125,8 +125,8 @@ def build_parser():
     parser.add_argument("--valid", metavar="PATH",
                         help="validation events: Recall/MRR at the -m cut-offs after every epoch (gru4rec only)")
     parser.add_argument("--patience", type=int, metavar="N",
-                        help="with --valid: stop training when Recall@N (largest -m cut-off) has not improved "
-                             "for N epochs")
+                        help="with --valid: stop training when the -pm metric (Recall by default) at the "
+                             "largest -m cut-off has not improved for N epochs")
     parser.add_argument("--plot-curves", metavar="PATH.png",
                         help="write the learning curves (training loss, and with --valid the validation "
                              "Recall/MRR) per epoch as PNG (needs matplotlib: pip install 'gru4rec[plot]')")
@@ -343,7 +343,7 @@ def validation_callback(args):
     """The per-epoch validation (and early stopping) of --valid/--patience, or None."""
     if getattr(args, "valid", None) is None:
         return None
-    return callbacks.Validation(_data(args.valid), cutoffs=args.measure, metric=f"recall@{max(args.measure)}",
+    return callbacks.Validation(_data(args.valid), cutoffs=args.measure, metric=f"{args.primary_metric}@{max(args.measure)}",
                                 patience=args.patience, mode=args.eval_type, batch_size=args.eval_batch)
 
 

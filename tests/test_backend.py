@@ -99,3 +99,18 @@ def test_compilation_cache_opt_out_and_own_folder(tmp_path):
     assert not (tmp_path / "xdg").exists()
     _fit_in_fresh_process(tmp_path, GRU4REC_COMPILATION_CACHE=str(tmp_path / "mine"))
     assert _files(tmp_path / "mine") and not (tmp_path / "xdg").exists()
+
+
+def test_fit_and_evaluation_leave_no_generated_source_files_in_the_temporary_folder(tmp_path, monkeypatch):
+    """PyTensor's JAX linker writes each generated function's source to a temporary file it keeps;
+    compiling through the library removes them (a tuning run compiles thousands)."""
+    import tempfile
+
+    import evaluation
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    events = synthetic.generate_sessions(n_sessions=60, n_items=12, seed=0)
+    model = gru4rec.GRU4Rec(layers=(4,), n_epochs=1, n_sample=3, batch_size=4, show_progress=False, seed=1).fit(events)
+    evaluation.evaluate(model, events, cutoffs=(5,))
+    model.recommend(["s"], [events.ItemId.iloc[0]], k=3)
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)
