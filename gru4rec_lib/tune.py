@@ -47,14 +47,17 @@ with dtype ``int``/``float`` (``values`` = [low, high], optional ``step`` and ``
 ``-pf``, ``-ps``, the space file (a parameter set in two places is logged as a warning).
 """
 import argparse
+import contextlib
 import gc
 import json
 import logging
 import math
 import os
-import sys
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import warnings
 from difflib import get_close_matches
@@ -764,17 +767,18 @@ def main(argv=None):
     def save_json(study, trial):
         _write_atomic(args.json, json.dumps(summary(study, args.metric, space, fixed, command), indent=1) + "\n")
 
+    if worker:
+        _exit_with_parent()
     children = [] if worker else start_workers(argv, args.workers - 1)
     try:
-        study = tune(args.train, args.valid, space, fixed, args.metric, args.n_trials, args.seed, args.timeout,
-                     args.eval_batch, callback=None if worker else save_json, storage=storage,
-                     study_name=args.study_name, pruner=args.pruner, patience=args.patience,
-                     heartbeat=args.heartbeat, worker=worker, extra_cutoffs=args.final_measure)
+        with _terminating(children):
+            study = tune(args.train, args.valid, space, fixed, args.metric, args.n_trials, args.seed, args.timeout,
+                         args.eval_batch, callback=None if worker else save_json, storage=storage,
+                         study_name=args.study_name, pruner=args.pruner, patience=args.patience,
+                         heartbeat=args.heartbeat, worker=worker, extra_cutoffs=args.final_measure)
+            failed = [i for i, child in enumerate(children, 1) if child.wait() != 0]
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
-        for child in children:
-            child.terminate()
         parser.exit(1, f"gru4rec-tune: error: {err}\n")
-    failed = [i for i, child in enumerate(children, 1) if child.wait() != 0]
     if worker:
         return 0
     if failed:
@@ -813,6 +817,52 @@ def start_workers(argv, count):
     code = "import sys; from gru4rec_lib import tune; sys.exit(tune.main(sys.argv[1:]))"
     return [subprocess.Popen([sys.executable, "-c", code, *argv, "--worker-index", str(i)], env=env)
             for i in range(1, count + 1)]
+
+
+@contextlib.contextmanager
+def _terminating(children):
+    """Stop the worker processes if this one ends early: an error, Ctrl-C, or a SIGTERM (a plain
+    `kill` of the command: the workers get it too, then this process ends as SIGTERM would end
+    it, without unwinding, which can hang inside a running XLA call). Their running trials are
+    re-run by the next call (database storages) with the same parameters."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    if children:
+        signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        if children:
+            signal.signal(signal.SIGTERM, previous)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _exit_with_parent(interval=1.0):
+    """In a worker process: end when the process that started it is gone (killed with SIGKILL,
+    which it cannot pass on), instead of running trials nobody waits for."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        logger.warning("the gru4rec-tune process that started this worker is gone: stopping")
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _tag_log_lines(tag):

@@ -189,3 +189,58 @@ def test_a_storage_that_is_not_a_url_is_refused(files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         tune.main(command(files, tmp_path, 1, "--storage", str(tmp_path / "plain.db")))
     assert exit_.value.code == 1 and "not a database URL" in capsys.readouterr().err
+
+
+def _children(pid):
+    """PIDs of the live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_stopping_the_command_stops_its_workers(files, tmp_path, sig):
+    """`kill` (SIGTERM) of gru4rec-tune ends its worker processes with it; after a SIGKILL, which the
+    command cannot pass on, the workers notice that their parent is gone and end within seconds."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = command(files, tmp_path, 50, "--workers", "2", "--storage", storage, "--pruner", "none", epochs=3)
+    main = subprocess.Popen([sys.executable, "-m", "gru4rec_lib.tune", *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not workers:  # wait for the worker and a running trial
+            time.sleep(0.5)
+            try:
+                running = [t for t in load(storage).get_trials() if t.state.name == "RUNNING"]
+            except (KeyError, Exception):  # the study does not exist yet
+                continue
+            if len(running) >= 2:
+                workers = _children(main.pid)
+        assert workers, "the worker process did not start a trial"
+        os.kill(main.pid, sig)
+        main.wait(timeout=60)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        main.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
