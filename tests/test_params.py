@@ -251,10 +251,10 @@ PUBLISHED = {
         loss='cross-entropy', final_act='softmax', constrained_embedding=True, layers=(100,),
         batch_size=32, dropout_p_embed=0, dropout_p_hidden=0.4, learning_rate=0.2, momentum=0.2,
         n_sample=2048, sample_alpha=0.5, logq=1, n_epochs=10), None, None),
-    'yoochoose1_64_xe_tuned': (dict(  # tuned here with paropt.py, not published
+    'yoochoose1_64_xe_tuned': (dict(  # tuned here with gru4rec-tune, not published
         loss='cross-entropy', final_act='softmax', constrained_embedding=True, n_sample=2048, logq=1.0,
-        layers=(288,), batch_size=128, dropout_p_embed=0.1, dropout_p_hidden=0.3,
-        learning_rate=0.0334255889885, momentum=0.35, sample_alpha=0.5, n_epochs=3), None, None),
+        layers=(160,), batch_size=128, dropout_p_embed=0.15, dropout_p_hidden=0.25,
+        learning_rate=0.045795052205352384, momentum=0.15, sample_alpha=0.1, n_epochs=14), None, None),
 }
 
 
