@@ -68,8 +68,9 @@ def compile_fn(inputs, outputs, updates=None, donate=True):
     base = get_mode("JAX")
     mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=base.optimizer)
     with warnings.catch_warnings(), _own_temporary_folder():
-        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")  # the JAX linker works on a
-        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")  # copy: fine
+        # the JAX linker works on a copy of shared RNGs: intended here
+        warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
+        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
     fn.trust_input = True  # inputs are built by this module with the right dtypes
     return fn
 

@@ -224,7 +224,7 @@ def grad_norm2(dense_grads, row_grads):
     return total
 
 
-def _rows_finite(rows, new, share):
+def _rows_finite(new, share):
     """Whether the new values of the touched rows (parameter and state) are finite (`row_values`'
     results; rows no touched occurrence changes are not checked)."""
     untouched = share <= 0
@@ -255,7 +255,7 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         grad, share = coalesce(r.idx, r.grad * scale, r.touched)
         row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
         row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)
-        finite += _rows_finite(r.rows, row_new[name][1], share)
+        finite += _rows_finite(row_new[name][1], share)
     enough = pt.sum(active) >= min_active
     ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
     if finite:  # a padding step applies nothing: its values do not count
