@@ -119,7 +119,6 @@ def main(argv=None):
     import gru4rec
     import speed
     from gru4rec_lib import backend
-    from gru4rec_lib import params as paramtext
 
     backend.disable_compilation_cache()  # compile here, so that XLA dumps the optimised HLO
     sargs = speed.parse_args(["--preset", args.preset, "--params", args.params])
@@ -129,53 +128,50 @@ def main(argv=None):
     if args.data:
         train = pd.read_csv(args.data, sep="\t")
         train = train[train.SessionId.isin(train.SessionId.unique()[: args.sessions])]
-        model = gru4rec.GRU4Rec(**dict(params, n_epochs=1))
-        fit = lambda m: m.fit(train, retrain=True)  # noqa: E731
-        model.fit(train)
+        model = gru4rec.GRU4Rec(**dict(params, n_epochs=1)).fit(train)  # warm-up epoch
     else:
         n_items = args.items or speed.PRESETS[args.preset].get("items", speed.ITEMS)
         model = gru4rec.GRU4Rec(**dict(params, n_epochs=0, steps_per_call=params.get("steps_per_call") or 1))
         model.fit(speed.catalogue(n_items))
         train = speed.generated_data(n_items, max(args.events, 60 * params["batch_size"]), seed=0)
         model.set_params(n_epochs=1, steps_per_call=params.get("steps_per_call"))
-        fit = lambda m: m.fit(train, retrain=True)  # noqa: E731
-        fit(model)  # warm-up epoch: compiles, fills the sample store
+        model.fit(train, retrain=True)  # warm-up epoch: compiles, fills the sample store
     trace_dir = os.path.join(work, "trace")
     options = jax.profiler.ProfileOptions()
     options.python_tracer_level = 0  # XLA's operations only: Python frames would fill the trace
     with jax.profiler.trace(trace_dir, profiler_options=options):
-        fit(model)
+        model.fit(train, retrain=True)
     stats = model.epoch_stats_[-1]
-    n_steps = stats["batches_per_s"] * stats["seconds"]
     events = json.load(gzip.open(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)[-1]))
-    per_op, count, runs, n_events = defaultdict(float), defaultdict(int), defaultdict(list), len(events["traceEvents"])
+    count, runs, n_events = defaultdict(int), defaultdict(list), len(events["traceEvents"])
     for e in events["traceEvents"]:
         a = e.get("args", {})
         if e.get("ph") == "X" and "hlo_op" in a and not a["hlo_op"].split(".")[0] in CONTAINERS:
-            per_op[(a["hlo_module"], a["hlo_op"])] += e["dur"] / 1e3  # ms
             count[(a["hlo_module"], a["hlo_op"])] += 1
-            runs[(a["hlo_module"], a.get("run_id"))].append((e["ts"], e["ts"] + e["dur"]))
+            runs[(a["hlo_module"], a.get("run_id"))].append((e["ts"], e["ts"] + e["dur"], a["hlo_op"]))
     modules = hlo_index(os.path.join(work, "hlo"))
     # the training function: the dumped module whose instructions ran most often (once per step each)
     best = max(modules, key=lambda path: sum(n for (mod, op), n in count.items() if op in modules[path]
                                               and mod in os.path.basename(path)))
     ops, module_name = modules[best], re.sub(r"^module_\d+\.|\.cpu_after_optimizations\.txt$", "", os.path.basename(best))
-    kinds, top = defaultdict(float), []
-    for (mod, op), ms in per_op.items():  # (the two idle calls are counted too: 2 steps' worth, at most 0.2%)
-        if mod == module_name and op in ops:
-            kinds[kind_of(ops[op][0])] += ms
-            top.append((ms, op, ops[op]))
-    # the traced window: from the first to the last operation of the training function's calls (the trace
-    # keeps at most 1,000,000 events, so a long epoch is cut: count the steps in the window, not the epoch's)
+    # Its calls: PyTensor names every function alike, so other functions (the sample store's refill) can
+    # share the module name; training calls all run the same operations. [2:] drops fit's two idle calls
+    # before the epoch. The trace keeps at most 1,000,000 events: a long epoch is cut, so the steps are
+    # counted in the traced window, not taken from the epoch.
     calls = [spans for (mod, run), spans in runs.items() if mod == module_name]
-    typical = sorted(len(c) for c in calls)[len(calls) // 2]  # training calls all run the same operations;
-    calls = sorted((c for c in calls if abs(len(c) - typical) <= typical // 10), key=min)[2:]  # other functions may share the
-    # module name (PyTensor names them all alike); [2:]: fit's two idle calls before the epoch
-    start, end = min(s for c in calls for s, _ in c), max(e for c in calls for _, e in c)
+    typical = sorted(len(c) for c in calls)[len(calls) // 2]
+    calls = sorted((c for c in calls if abs(len(c) - typical) <= typical // 10), key=min)[2:]
+    spans = [span for c in calls for span in c]
+    kinds, per_op = defaultdict(float), defaultdict(float)
+    for start, end, op in spans:
+        per_op[op] += (end - start) / 1e3  # ms
+        kinds[kind_of(ops[op][0]) if op in ops else KINDS[-1][0]] += (end - start) / 1e3
+    top = [(ms, op, ops.get(op, (set(), "?"))) for op, ms in per_op.items()]
+    start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
     wall, n_steps = (end - start) / 1e3, len(calls) * model.config().steps_per_call
-    outside = sum(ms for (mod, op), ms in per_op.items() if mod != module_name or op not in ops)
-    busy, n_run = sum(kinds.values()), sum(len(c) for c in calls)
-    covered = _union_ms([span for c in calls for span in c])  # XLA runs independent operations concurrently
+    busy, n_run = sum(kinds.values()), len(spans)
+    outside = sum(e - s for c in runs.values() for s, e, _ in c) / 1e3 - busy  # every other call traced
+    covered = _union_ms([(s, e) for s, e, _ in spans])  # XLA runs independent operations concurrently
     print(f"profile of one epoch: preset {args.preset}, {'data ' + args.data if args.data else 'generated data'}, "
           f"{model.n_items_} items, B={params['batch_size']}, layers {params['layers']}, "
           f"K={model.config().steps_per_call}; load average {tuple(round(x, 1) for x in os.getloadavg())}")
@@ -191,8 +187,9 @@ def main(argv=None):
     print(f"  {'wall time of a step':38s} {'ms/step':>8s} {'share of wall time':>24s}")
     print(f"    {'some XLA operation running':36s} {covered / n_steps:8.3f} {covered / wall:8.1%}")
     print(f"    {'no operation (Python, dispatch, sync)':36s} {host / n_steps:8.3f} {host / wall:8.1%}")
-    print(f"  other XLA functions in the window (the sample store's refill, once per {model.config().sample_store // max(params.get('n_sample', 1), 1)} "
-          f"steps): {outside:.1f} ms")
+    refill_every = model.config().sample_store // max(params.get("n_sample", 1), 1)
+    print(f"  other calls traced (fit's two idle calls; the sample store's refill, once per {refill_every} steps): "
+          f"{outside:.1f} ms in all")
     print(f"  costliest operations of {module_name} ({len(ops)} instructions):")
     for ms, op, (inside, shape) in sorted(top, key=lambda t: -t[0])[: args.top]:
         print(f"    {ms / n_steps:7.3f} ms  {op:32s} {shape[:40]:40s} {kind_of(inside)}: "

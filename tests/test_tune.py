@@ -191,25 +191,24 @@ def test_a_storage_that_is_not_a_url_is_refused(files, tmp_path, capsys):
     assert exit_.value.code == 1 and "not a database URL" in capsys.readouterr().err
 
 
+def _stat(path):
+    """(state, parent pid) of a process from its /proc stat file, or None if it is gone."""
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def _children(pid):
     """PIDs of the live processes whose parent is `pid` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
+    stats = {int(p.parent.name): _stat(p) for p in Path("/proc").glob("[0-9]*/stat")}
+    return [child for child, st in stats.items() if st and st[1] == pid and st[0] != "Z"]
 
 
 def _alive(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    st = _stat(f"/proc/{pid}/stat")
+    return st is not None and st[0] != "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
