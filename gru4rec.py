@@ -27,7 +27,7 @@ from gru4rec_lib import progress, sessiondata
 from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.sampling import SampleStore
 from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
-from gru4rec_lib.optim import OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients  # noqa: F401 (re-exported)
+from gru4rec_lib.optim import ITEM_UPDATES, OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients  # noqa: F401 (re-exported)
 from gru4rec_lib.backend import (
     FLOATX,
     TopK,
@@ -308,6 +308,7 @@ def _check_numbers(p):
     _check(_is_int(p["batch_size"]) and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive int")
     _check(p["steps_per_call"] is None or (_is_int(p["steps_per_call"]) and p["steps_per_call"] >= 1),
            "steps_per_call", p["steps_per_call"], "a positive int or None")
+    _check(p["item_update"] in ITEM_UPDATES, "item_update", p["item_update"], f"one of {ITEM_UPDATES}")
     _check(_is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
     for name in ("n_sample", "sample_store"):
         _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
@@ -454,6 +455,13 @@ class GRU4Rec(SequenceMixin, SessionModel):
         (measured fastest on each: see bench/README.md). A speed knob: without dropout the
         weights equal K=1, except that negatives are redrawn up to K-1 steps early when the sample
         store runs out; with dropout the masks differ (padding steps also draw them).
+    item_update : {'auto', 'rows', 'matrix'}, default 'auto'
+        How a step writes the item matrices (output weights and biases, item embedding) and their
+        optimiser state: 'rows' gathers the rows the step touched, updates them and scatters them
+        back; 'matrix' sums the touched rows' gradients into a whole-matrix gradient and updates
+        every row, keeping the untouched ones as they were. The same numbers (float32 rounding
+        aside); a speed knob. 'auto': 'matrix' when the catalogue has at most twice as many items
+        as a step touches rows (small catalogues with many negatives), else 'rows'.
     seed : int or None, default 42
         Seeds initialisation, session order, negative sampling and dropout. None: fresh entropy.
     device : {None, 'cpu', 'gpu', 'cuda'}, default None
@@ -516,7 +524,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
                  lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
                  adapt="adagrad", adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
-                 steps_per_call=None, seed=42, device=None, show_progress=True, session_key="SessionId",
+                 steps_per_call=None, item_update="auto", seed=42, device=None, show_progress=True, session_key="SessionId",
                  item_key="ItemId", time_key="Time", bptt=1, user_key=None, reset_between_sessions=False,
                  max_live_sessions=100_000):
         for name, value in locals().items():
@@ -697,7 +705,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
         row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n]) for n, g in zip(idx, grads[len(dense):])}
         # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
         new = apply_gradients(Optimizer.from_config(cfg), cfg.grad_cap, state, dict(zip(dense, grads)), row_grads,
-                              loss, active, min_active=1 if cfg.n_sample else 2)
+                              loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update)
         new.update(carried)
         new["rng"] = rng
         stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN

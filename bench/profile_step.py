@@ -155,12 +155,14 @@ def main(argv=None):
                                               and mod in os.path.basename(path)))
     ops, module_name = modules[best], re.sub(r"^module_\d+\.|\.cpu_after_optimizations\.txt$", "", os.path.basename(best))
     # Its calls: PyTensor names every function alike, so other functions (the sample store's refill) can
-    # share the module name; training calls all run the same operations. [2:] drops fit's two idle calls
+    # share the module name; training calls all run the same set of operations, the most common one
+    # (a call cut by the trace's end can differ; it is left out). [2:] drops fit's two idle calls
     # before the epoch. The trace keeps at most 1,000,000 events: a long epoch is cut, so the steps are
     # counted in the traced window, not taken from the epoch.
     calls = [spans for (mod, run), spans in runs.items() if mod == module_name]
-    typical = sorted(len(c) for c in calls)[len(calls) // 2]
-    calls = sorted((c for c in calls if abs(len(c) - typical) <= typical // 10), key=min)[2:]
+    signature = lambda c: frozenset(op for _, _, op in c)  # the operations a call ran
+    typical = max(set(map(signature, calls)), key=[signature(c) for c in calls].count)
+    calls = sorted((c for c in calls if signature(c) == typical), key=min)[2:]
     spans = [span for c in calls for span in c]
     kinds, per_op = defaultdict(float), defaultdict(float)
     for start, end, op in spans:

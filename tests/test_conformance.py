@@ -87,11 +87,25 @@ def test_dense_update_is_the_authors_formula(adapt, momentum):
         np.testing.assert_allclose(value, want, rtol=2e-6, atol=1e-6, err_msg=key)  # float32 constants
 
 
+def _rows_path(opt, f_var, i_var, t_var, g_var, s_vars):
+    summed, share = optim.coalesce(i_var, g_var, t_var)
+    old, new = optim.row_values(opt, i_var, f_var[i_var], summed, s_vars)
+    return optim.rows_update("E", f_var, i_var, old, new, share, s_vars, pt.as_tensor_variable(np.array(True)))
+
+
+def _matrix_path(opt, f_var, i_var, t_var, g_var, s_vars):
+    values, mask = optim.matrix_update(opt, "E", f_var, i_var, g_var, t_var, s_vars)
+    return {k: pt.switch(mask if v.ndim > 1 else mask.flatten(), v, f_var if k == "E" else s_vars[k])
+            for k, v in values.items()}
+
+
+@pytest.mark.parametrize("path", [_rows_path, _matrix_path], ids=["rows", "matrix"])
 @pytest.mark.parametrize("momentum", [0.0, 0.4])
 @pytest.mark.parametrize("adapt", ADAPTS)
-def test_rows_occurring_twice_take_one_step_on_their_summed_gradient(adapt, momentum):
+def test_rows_occurring_twice_take_one_step_on_their_summed_gradient(adapt, momentum, path):
     """Occurrences [1, 3, 1, 4], the last one untouched (an idle slot): row 1 steps once on g0 + g2,
-    row 3 on g1; rows 0, 2 and 4 and their state do not change; Adam's count of row 1 grows by one."""
+    row 3 on g1; rows 0, 2 and 4 and their state do not change; Adam's count of row 1 grows by one.
+    Both ways of writing an item matrix (`item_update`): by its touched rows, and whole."""
     rng = np.random.default_rng(2)
     opt = _opt(adapt, momentum)
     full, state = rng.normal(size=(5, 3)), _state_values(opt, "E", (5, 3), True, rng)
@@ -101,9 +115,7 @@ def test_rows_occurring_twice_take_one_step_on_their_summed_gradient(adapt, mome
     i_var, t_var = pt.tensor("idx", dtype="int32", shape=(4,)), pt.vector("touched", dtype="bool")
     g_var, f_var = pt.tensor("g", dtype="float64", shape=(4, 3)), pt.dmatrix("E")
     s_vars = {k: (pt.dvector(k) if k.startswith("count/") else pt.dmatrix(k)) for k in state}
-    summed, share = optim.coalesce(i_var, g_var, t_var)
-    old, new = optim.row_values(opt, i_var, f_var[i_var], summed, s_vars)
-    out = optim.rows_update("E", f_var, i_var, old, new, share, s_vars, pt.as_tensor_variable(np.array(True)))
+    out = path(opt, f_var, i_var, t_var, g_var, s_vars)
     keys = ["E", *state]
     fn = pytensor.function([f_var, i_var, t_var, g_var, *s_vars.values()], [out[k] for k in keys],
                            mode="FAST_COMPILE", on_unused_input="ignore")

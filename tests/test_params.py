@@ -15,7 +15,7 @@ DEFAULTS = dict(
     lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
     smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10000000, init_as_normal=False, sigma=0.0,
     adapt='adagrad', adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
-    steps_per_call=None, seed=42, device=None, show_progress=True, session_key='SessionId',
+    steps_per_call=None, item_update='auto', seed=42, device=None, show_progress=True, session_key='SessionId',
     item_key='ItemId', time_key='Time', bptt=1, user_key=None, reset_between_sessions=False,
     max_live_sessions=100000)
 

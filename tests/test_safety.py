@@ -97,9 +97,10 @@ def test_save_refuses_non_finite_weights(model, tmp_path):
 
 # ---------------------------------------------------------------- 2. failed fits keep finite weights
 @pytest.mark.slow
-def test_diverging_fit_keeps_the_weights_of_the_last_finite_step():
+@pytest.mark.parametrize("item_update", ["rows", "matrix"])
+def test_diverging_fit_keeps_the_weights_of_the_last_finite_step(item_update):
     initial = gru4rec.GRU4Rec(**{**SMALL, "n_epochs": 0}).fit(_events()).state_dict()
-    diverging = gru4rec.GRU4Rec(**{**SMALL, "learning_rate": 1e39})
+    diverging = gru4rec.GRU4Rec(**{**SMALL, "learning_rate": 1e39, "item_update": item_update})
     with pytest.raises(gru4rec.ModelFitError, match="non-finite"):
         diverging.fit(_events())
     state = diverging.state_dict()
@@ -145,6 +146,7 @@ BAD = [
     (dict(grad_cap=float("inf")), r"grad_cap=inf is invalid"),
     (dict(momentum=float("nan")), r"momentum=nan is invalid"),
     (dict(bpreg=float("nan")), r"bpreg=nan is invalid"),
+    (dict(item_update="dense"), r"item_update='dense' is invalid.*'auto', 'rows', 'matrix'"),
 ]
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from state_capture import initial_state
 
-from gru4rec_lib import backend
+from gru4rec_lib import backend, optim
 import gru4rec
 from gru4rec_lib import sampling
 from gru4rec_lib import synthetic
@@ -73,11 +73,20 @@ STEP_CONFIGS = {
 }
 
 
+# How each configuration writes its item matrices (item_update): both ways cover each embedding mode;
+# tests/test_conformance.py checks both for every optimiser
+ITEM_UPDATE = {"xe_logq_momentum_shared": "rows", "bprmax_separate_l2_rmsprop": "matrix",
+               "none_smoothing_gradcap": "rows", "top1_adagrad_l2_gradcap_momentum_shared": "matrix",
+               "bpr_adadelta_l2_separate": "rows", "top1max_adam_l2_momentum_none": "matrix",
+               "bprmax_sgd_l2_gradcap_momentum_shared": "rows"}
+
+
 @pytest.fixture(scope="module", params=list(STEP_CONFIGS))
 def stepped(request):
-    params = dict(STEP_CONFIGS[request.param], batch_size=3, sample_store=1000)
+    name, how = request.param, ITEM_UPDATE[request.param]
+    params = dict(STEP_CONFIGS[name], batch_size=3, sample_store=1000, item_update=how)
     model, init = fit_capturing_init(STEP_DATA, **params)
-    return request.param, params, model, init
+    return f"{name} ({how})", params, model, init
 
 
 def _reference_steps(params, model, init):
@@ -185,12 +194,14 @@ FUSED = dict(loss="cross-entropy", final_act="softmax", layers=(6,), batch_size=
 @pytest.fixture(scope="module")
 def fused_runs():
     """Same data and seed with K=1, K=5 (twice) and K=5 with another seed; no dropout."""
-    def run(steps_per_call, seed):
-        model = gru4rec.GRU4Rec(**{**COMMON, **FUSED, "steps_per_call": steps_per_call, "seed": seed})
+    def run(steps_per_call, seed, item_update="auto"):
+        model = gru4rec.GRU4Rec(**{**COMMON, **FUSED, "steps_per_call": steps_per_call, "seed": seed,
+                                   "item_update": item_update})
         model.fit(FUSED_DATA)
         return model, _state(model)
 
-    return {"k1": run(1, 1), "k5": run(5, 1), "k5_again": run(5, 1), "k5_seed2": run(5, 2)}
+    return {"k1": run(1, 1), "k5": run(5, 1), "k5_again": run(5, 1), "k5_seed2": run(5, 2),
+            "k5_matrix": run(5, 1, "matrix")}
 
 
 def test_fused_steps_give_the_same_weights_as_single_steps(fused_runs):
@@ -199,6 +210,23 @@ def test_fused_steps_give_the_same_weights_as_single_steps(fused_runs):
         np.testing.assert_allclose(k5[key], k1[key], rtol=1e-4, atol=1e-5, err_msg=key)
     np.testing.assert_allclose(fused_runs["k5"][0].epoch_losses_, fused_runs["k1"][0].epoch_losses_, rtol=1e-5)
     assert float(k1["step"]) == float(k5["step"]) > 0  # padded steps of the last call do not count
+
+
+def test_whole_matrix_updates_give_the_same_weights_as_row_updates(fused_runs):
+    """item_update='matrix' against 'auto', which is 'rows' for 15 items and 7 score columns."""
+    assert not optim.use_matrix_update("auto", 15, 7)
+    rows, whole = fused_runs["k5"][1], fused_runs["k5_matrix"][1]
+    for key in rows:
+        np.testing.assert_allclose(whole[key], rows[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(fused_runs["k5_matrix"][0].epoch_losses_, fused_runs["k5"][0].epoch_losses_, rtol=1e-5)
+    assert float(whole["step"]) == float(rows["step"]) > 0
+
+
+@pytest.mark.parametrize("how,n_rows,n_occurrences,whole", [
+    ("auto", 2933, 2112, True), ("auto", 4224, 2112, True), ("auto", 4225, 2112, False), ("auto", 40000, 2176, False),
+    ("rows", 10, 100, False), ("matrix", 10**6, 10, True)])
+def test_auto_item_update_is_whole_up_to_twice_the_touched_rows(how, n_rows, n_occurrences, whole):
+    assert optim.use_matrix_update(how, n_rows, n_occurrences) is whole
 
 
 def test_same_seed_repeats_exactly_and_other_seed_differs(fused_runs):
