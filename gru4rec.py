@@ -6,13 +6,11 @@ Session-based Recommendations" (CIKM 2018), written as a PyTensor graph and comp
 How each option compares with the authors' code is in docs/conformance.md; comments
 ``# conformance: NAME`` point to its rows.
 """
-import contextlib
 import dataclasses
 import inspect
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -23,7 +21,7 @@ import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 
-from gru4rec_lib import progress, sessiondata
+from gru4rec_lib import modelfile, progress, sessiondata
 from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.sampling import SampleStore
 from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
@@ -41,7 +39,7 @@ from gru4rec_lib.backend import (
 )
 
 __version__ = "0.1.0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = modelfile.FORMAT_VERSION
 logger = logging.getLogger(__name__)
 
 
@@ -1148,7 +1146,7 @@ class GRU4Rec(SequenceMixin, SessionModel):
         else:
             item_map = sessiondata.ItemMap(item_ids)
         n_items = len(item_map)
-        arrays = _checked_state(self._expected_state(cfg, n_items), state)
+        arrays = modelfile.checked_state(self._expected_state(cfg, n_items), state)
         if support is None:
             same = hasattr(self, "_support") and len(self._support) == n_items
             support = self._support if same else np.ones(n_items)
@@ -1181,11 +1179,11 @@ class GRU4Rec(SequenceMixin, SessionModel):
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"cannot save: state {name!r} is not finite (NaN or inf); the model is damaged")
         arrays = {f"state/{name}": value for name, value in state.items()}
-        arrays.update(format_version=np.array(FORMAT_VERSION), item_ids=_portable_ids(self.item_ids_),
+        arrays.update(format_version=np.array(FORMAT_VERSION), item_ids=modelfile.portable_ids(self.item_ids_),
                       support=self._support, epoch_losses=np.asarray(getattr(self, "epoch_losses_", []), float),
-                      params_json=np.array(json.dumps(self.get_params(), default=_json_scalar)),
+                      params_json=np.array(json.dumps(self.get_params(), default=modelfile.json_scalar)),
                       library_version=np.array(__version__))
-        return _atomic_savez(os.fspath(path), arrays)
+        return modelfile.atomic_savez(os.fspath(path), arrays)
 
     @classmethod
     def load(cls, path, device=None):
@@ -1197,10 +1195,10 @@ class GRU4Rec(SequenceMixin, SessionModel):
         "not a gru4rec model file: PATH (what is wrong)".
         """
         resolve_device(device)  # a missing accelerator is the caller's problem, not the file's
-        arrays = _read_npz(path)
+        arrays = modelfile.read_npz(path)
         try:
             model = cls()
-            model.set_params(**{**_file_params(arrays), "device": device})
+            model.set_params(**{**modelfile.file_params(arrays), "device": device})
             for key in ("item_ids", "support"):
                 if key not in arrays:
                     raise ValueError(f"missing array {key!r}")
@@ -1387,103 +1385,3 @@ Config.__doc__ = ("Frozen, hashable configuration of a fit: every constructor pa
                   "`make_config`; keys the cache of compiled functions.")
 
 
-def _json_scalar(value):
-    """numpy scalars, which the parameter checks accept (e.g. seed=np.int64(3)), as JSON numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot save the parameter value {value!r} ({type(value).__name__}) as JSON")
-
-
-def _checked_state(expected, state):
-    """float32 copies of `state` after checking names, shapes, dtypes and finiteness against `expected`."""
-    if not isinstance(state, dict):
-        raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing:
-        raise ValueError(f"state arrays missing: {missing}")
-    if extra:
-        raise ValueError(f"unexpected state arrays for these parameters: {extra}")
-    arrays = {}
-    for name, shape in expected.items():
-        value = np.asarray(state[name])
-        if value.shape != tuple(shape):
-            raise ValueError(f"state {name!r} has shape {value.shape}, expected {tuple(shape)} (from the "
-                             "parameters and the number of item ids)")
-        if value.dtype != np.float32:
-            raise ValueError(f"state {name!r} has dtype {value.dtype}, expected float32")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"state {name!r} is not finite (NaN or inf)")
-        arrays[name] = value.copy()
-    return arrays
-
-
-def _atomic_savez(path, arrays):
-    """np.savez into a temporary file in the target's folder, then rename it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot save the model to {path}: folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot save the model to {path}: it is a directory")
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):  # name the user's path, not the temporary file
-            raise type(err)(f"cannot save the model to {path}: {err.strerror or err}") from err
-        raise
-    return path
-
-
-def _read_npz(path):
-    """Every array of an ``.npz`` file, read without pickle; ValueError if it is not one."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ValueError("a single array, not an .npz archive")
-            return {key: f[key] for key in f.files}
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # BadZipFile, EOFError, zlib errors, numpy's pickle refusal, ...
-        reason = ("it holds pickled data, which gru4rec never loads" if "pickle" in str(err) else
-                  f"unreadable as an .npz archive: {type(err).__name__}")
-        raise ValueError(f"not a gru4rec model file: {path} ({reason})") from None
-
-
-def _file_params(arrays):
-    """The format version check and the parameters of a saved model (ValueError naming the problem)."""
-    for key in ("format_version", "params_json"):
-        if key not in arrays:
-            raise ValueError(f"missing array {key!r}")
-    version = arrays["format_version"]
-    if version.shape != () or version.dtype.kind not in "iu":
-        raise ValueError(f"format_version {version!r} is not an integer")
-    if not 1 <= int(version) <= FORMAT_VERSION:
-        raise ValueError(f"format_version {int(version)}: this gru4rec reads versions 1 to {FORMAT_VERSION}")
-    text = arrays["params_json"]
-    try:
-        params = json.loads(str(text)) if text.shape == () and text.dtype.kind == "U" else None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"params_json is not valid JSON ({err})") from None
-    if not isinstance(params, dict):
-        raise ValueError("params_json is not a JSON object of parameters")
-    if isinstance(params.get("layers"), list):
-        params["layers"] = tuple(params["layers"])
-    return params
-
-
-def _portable_ids(ids):
-    """Item ids as an array numpy can store without pickle (ints or strings)."""
-    ids = np.asarray(ids)
-    if ids.dtype != object:
-        return ids
-    if all(isinstance(i, str) for i in ids):
-        return ids.astype(str)
-    if all(isinstance(i, (int, np.integer)) for i in ids):
-        return ids.astype(np.int64)
-    raise ValueError("save needs item ids that are all ints or all strings (found mixed types)")
