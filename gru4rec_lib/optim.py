@@ -125,20 +125,34 @@ def _short(key):
 
 
 # ---------------------------------------------------------------- one parameter
-def dense_update(opt, name, param, grad, state, count):
-    """New values of a whole parameter and of its state keys (`state`: key -> array).
+def step_values(opt, param, grad, old, count=None, counted=None):
+    """{short name: new value} of one optimiser step, the parameter's under "param".
 
-    Returns {name: new parameter, key: new state}; `count` is the global step number t.
+    `old`: short state name -> old value (the whole parameter's, or gathered rows). `count` is
+    Adam's global step number t; with per-row counts (`old["count"]`) each row's count grows by
+    `counted` (1, or 1 where a row was touched) and is its own t.
     """
-    old = {_short(k): v for k, v in state.items()}
     new = moments(opt, grad, old)
+    if "count" in old:  # Adam on an item matrix: each row counts its own steps
+        new["count"] = old["count"] + counted
+        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
     d, extra = direction(opt, grad, old, new, count)
     new.update(extra)
     change, velocity = descend(opt, param, d, old.get("velocity"))
     if velocity is not None:
         new["velocity"] = velocity
+    new["param"] = param + change
+    return new
+
+
+def dense_update(opt, name, param, grad, state, count):
+    """New values of a whole parameter and of its state keys (`state`: key -> array).
+
+    Returns {name: new parameter, key: new state}; `count` is the global step number t.
+    """
+    new = step_values(opt, param, grad, {_short(k): v for k, v in state.items()}, count)
     out = {key: new[_short(key)] for key in state}
-    out[name] = param + change
+    out[name] = new["param"]
     return out
 
 
@@ -161,17 +175,8 @@ def row_values(opt, idx, rows, grad, state):
     step: the finiteness guard checks these values and `rows_update` writes them.
     """
     old = {_short(k): state[k][idx] for k in state}
-    new = moments(opt, grad, old)
-    count = None
-    if "count" in old:  # Adam: each row counts its own steps
-        new["count"] = old["count"] + 1
-        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
-    d, extra = direction(opt, grad, old, new, count)
-    new.update(extra)
-    change, velocity = descend(opt, rows, d, old.get("velocity"))
-    if velocity is not None:
-        new["velocity"] = velocity
-    old["param"], new["param"] = rows, rows + change
+    new = step_values(opt, rows, grad, old, counted=1)
+    old["param"] = rows
     return old, new
 
 
@@ -247,19 +252,9 @@ def matrix_update(opt, name, full, idx, grad, touched, state):
     summed = pt.inc_subtensor(pt.zeros(full.shape, dtype=grad.dtype)[idx], grad * weight)
     hits = pt.inc_subtensor(pt.zeros((full.shape[0],), dtype=grad.dtype)[idx], touched.astype(grad.dtype))
     mask = (hits > 0).reshape((-1,) + (1,) * (grad.ndim - 1))
-    old = {_short(k): v for k, v in state.items()}
-    new = moments(opt, summed, old)
-    count = None
-    if "count" in old:  # Adam: each row counts its own steps
-        new["count"] = old["count"] + (hits > 0).astype(old["count"].dtype)
-        count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
-    d, extra = direction(opt, summed, old, new, count)
-    new.update(extra)
-    change, velocity = descend(opt, full, d, old.get("velocity"))
-    if velocity is not None:
-        new["velocity"] = velocity
+    new = step_values(opt, full, summed, {_short(k): v for k, v in state.items()}, counted=(hits > 0).astype(grad.dtype))
     out = {key: new[_short(key)] for key in state}
-    out[name] = full + change
+    out[name] = new["param"]
     return out, mask
 
 
