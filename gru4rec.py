@@ -25,7 +25,14 @@ from gru4rec_lib import modelfile, progress, sessiondata
 from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.sampling import SampleStore
 from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
-from gru4rec_lib.optim import ITEM_UPDATES, OPTIMIZER_DEFAULTS, OPTIMIZER_STATES, Optimizer, RowGrads, apply_gradients  # noqa: F401 (re-exported)
+from gru4rec_lib.optim import (  # noqa: F401 (OPTIMIZER_STATES re-exported)
+    ITEM_UPDATES,
+    OPTIMIZER_DEFAULTS,
+    OPTIMIZER_STATES,
+    Optimizer,
+    RowGrads,
+    apply_gradients,
+)
 from gru4rec_lib.backend import (
     FLOATX,
     TopK,
@@ -522,9 +529,9 @@ class GRU4Rec(SequenceMixin, SessionModel):
                  lmbd=0.0, embedding=0, constrained_embedding=False, n_sample=2048, sample_alpha=0.75,
                  smoothing=0.0, bpreg=1.0, logq=0.0, sample_store=10_000_000, init_as_normal=False, sigma=0.0,
                  adapt="adagrad", adapt_params=None, grad_cap=0.0, train_random_order=False, time_sort=True,
-                 steps_per_call=None, item_update="auto", seed=42, device=None, show_progress=True, session_key="SessionId",
-                 item_key="ItemId", time_key="Time", bptt=1, user_key=None, reset_between_sessions=False,
-                 max_live_sessions=100_000):
+                 steps_per_call=None, item_update="auto", seed=42, device=None, show_progress=True,
+                 session_key="SessionId", item_key="ItemId", time_key="Time", bptt=1, user_key=None,
+                 reset_between_sessions=False, max_live_sessions=100_000):
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)

@@ -252,7 +252,8 @@ def matrix_update(opt, name, full, idx, grad, touched, state):
     summed = pt.inc_subtensor(pt.zeros(full.shape, dtype=grad.dtype)[idx], grad * weight)
     hits = pt.inc_subtensor(pt.zeros((full.shape[0],), dtype=grad.dtype)[idx], touched.astype(grad.dtype))
     mask = (hits > 0).reshape((-1,) + (1,) * (grad.ndim - 1))
-    new = step_values(opt, full, summed, {_short(k): v for k, v in state.items()}, counted=(hits > 0).astype(grad.dtype))
+    old = {_short(k): v for k, v in state.items()}
+    new = step_values(opt, full, summed, old, counted=(hits > 0).astype(grad.dtype))
     out = {key: new[_short(key)] for key in state}
     out[name] = new["param"]
     return out, mask
