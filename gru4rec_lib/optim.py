@@ -245,8 +245,9 @@ def matrix_update(opt, name, full, idx, grad, touched, state):
     The same step as `coalesce` + `row_values` + `rows_update`, computed over every row: the
     occurrences' gradients are summed into a matrix (each row's summed gradient), and the caller
     keeps the old values of rows that no touched occurrence names (`mask`, (n_rows, 1) or
-    (n_rows,)). Fewer, larger operations than the row path: faster when the catalogue is not much
-    larger than the rows one step touches (`use_matrix_update`). Returns ({key: new value}, mask).
+    (n_rows,); `matrix_write`). Fewer, larger operations than the row path: faster when the
+    catalogue is not much larger than the rows one step touches (`use_matrix_update`).
+    Returns ({key: new value}, mask).
     """
     weight = touched.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
     summed = pt.inc_subtensor(pt.zeros(full.shape, dtype=grad.dtype)[idx], grad * weight)
@@ -259,10 +260,17 @@ def matrix_update(opt, name, full, idx, grad, touched, state):
     return out, mask
 
 
+def matrix_write(name, full, values, mask, state, apply):
+    """An item matrix and its state after `matrix_update` ({key: new matrix}): the new values on
+    the masked (touched) rows, the old ones elsewhere; `apply` a scalar bool (False: nothing changes)."""
+    old = {**state, name: full}
+    return {k: pt.switch(apply & _keep_unmasked(mask, v), v, old[k]) for k, v in values.items()}
+
+
 def use_matrix_update(item_update, n_rows, n_occurrences):
     """Whether an item matrix of `n_rows` rows, `n_occurrences` of them named per step, is updated
     whole (`matrix_update`) or by its touched rows: `item_update` 'matrix', 'rows' or 'auto' (whole
-    up to MATRIX_UPDATE_RATIO rows per occurrence, where bench/README measured the two equal)."""
+    up to MATRIX_UPDATE_RATIO rows per occurrence; bench/README measured the two equal near 2.5)."""
     if item_update == "auto":
         return n_rows is not None and n_occurrences is not None and n_rows <= MATRIX_UPDATE_RATIO * n_occurrences
     return item_update == "matrix"
@@ -295,15 +303,13 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         finite += [pt.all(pt.isfinite(v)) for v in dense_values[name].values()]
     row_new, masked = {}, {}
     for name, r in row_grads.items():
+        row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
         if use_matrix_update(item_update, state[name].type.shape[0], r.idx.type.shape[0]):
-            keys = opt.state_keys(name, sparse=True)
-            values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched,
-                                         {k: state[k] for k in keys})
-            masked[name] = values, mask
+            values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state)
+            masked[name] = values, mask, row_state
             finite += [pt.all(pt.isfinite(v) | ~_keep_unmasked(mask, v)) for v in values.values()]
             continue
         grad, share = coalesce(r.idx, r.grad * scale, r.touched)
-        row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
         row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)
         finite += _rows_finite(row_new[name][1], share)
     enough = pt.sum(active) >= min_active
@@ -314,8 +320,8 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
     for name, values in dense_values.items():
         new.update({k: pt.switch(apply, v, state[k]) for k, v in values.items()})
-    for name, (values, mask) in masked.items():
-        new.update({k: pt.switch(apply & _keep_unmasked(mask, v), v, state[k]) for k, v in values.items()})
+    for name, (values, mask, row_state) in masked.items():
+        new.update(matrix_write(name, state[name], values, mask, row_state, apply))
     for name, r in row_grads.items():
         if name in masked:
             continue

@@ -95,8 +95,7 @@ def _rows_path(opt, f_var, i_var, t_var, g_var, s_vars):
 
 def _matrix_path(opt, f_var, i_var, t_var, g_var, s_vars):
     values, mask = optim.matrix_update(opt, "E", f_var, i_var, g_var, t_var, s_vars)
-    return {k: pt.switch(mask if v.ndim > 1 else mask.flatten(), v, f_var if k == "E" else s_vars[k])
-            for k, v in values.items()}
+    return optim.matrix_write("E", f_var, values, mask, s_vars, pt.as_tensor_variable(np.array(True)))
 
 
 @pytest.mark.parametrize("path", [_rows_path, _matrix_path], ids=["rows", "matrix"])
