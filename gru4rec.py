@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytensor
 import pytensor.tensor as pt
+from pytensor.gradient import zero_grad
 
 from gru4rec_lib import modelfile, progress, sessiondata
 from gru4rec_lib.interface import SessionModel
@@ -29,9 +30,11 @@ from gru4rec_lib.optim import (  # noqa: F401 (OPTIMIZER_STATES re-exported)
     ITEM_UPDATES,
     OPTIMIZER_DEFAULTS,
     OPTIMIZER_STATES,
+    MatrixGrads,
     Optimizer,
     RowGrads,
     apply_gradients,
+    use_matrix_update,
 )
 from gru4rec_lib.backend import (
     FLOATX,
@@ -216,6 +219,11 @@ def loss_rows(loss, scores, pos, col_mask, smoothing=0.0, bpreg=1.0):
 
 
 # ---------------------------------------------------------------- GRU step
+def _gradient_where(x, keep):
+    """`x` itself, through which the gradient passes only where `keep` (broadcast) holds, 0 elsewhere."""
+    return pt.switch(keep, x, zero_grad(x))
+
+
 def gru_step(x_proj, hidden, Wh, hidden_act):
     """One GRU layer step (# conformance: gru), input projection x.Wx + b precomputed as `x_proj` (B, 3h).
 
@@ -464,8 +472,10 @@ class GRU4Rec(SequenceMixin, SessionModel):
         How a step writes the item matrices (output weights and biases, item embedding) and their
         optimiser state: 'rows' gathers the rows the step touched, updates them and scatters them
         back; 'matrix' sums the touched rows' gradients into a whole-matrix gradient and updates
-        every row, keeping the untouched ones as they were. The same numbers (float32 rounding
-        aside); a speed knob. 'auto': 'matrix' when the catalogue has at most twice as many items
+        every row, keeping the untouched ones as they were; the output matrix is then also scored
+        whole (one product with every item, the step's columns taken from it), so its gradient
+        is one dense product. The same numbers (float32 rounding aside; over a long fit such
+        rounding differences grow as any 1-ulp change of a learning rate does); a speed knob. 'auto': 'matrix' when the catalogue has at most twice as many items
         as a step touches rows (small catalogues with many negatives), else 'rows'.
     seed : int or None, default 42
         Seeds initialisation, session order, negative sampling and dropout. None: fresh entropy.
@@ -686,16 +696,26 @@ class GRU4Rec(SequenceMixin, SessionModel):
         touched = {"Wy": col_active, "By": col_active, self._input_name(cfg): in_touched}
         if cfg.mode == "shared":
             idx["Wy"], touched["Wy"] = pt.concatenate([in_idx, out_idx]), pt.concatenate([in_touched, col_active])
-        rows = {name: state[name][idx[name]] for name in idx}
-        x_rows = rows["Wy"][:n_in] if cfg.mode == "shared" else rows[self._input_name(cfg)]
+        # conformance: item_update; a small output matrix is scored whole, the step's columns taken
+        # from the product: its gradient is then one (N, B) x (B, h) product, no row gather or scatter
+        whole = use_matrix_update(cfg.item_update, state["Wy"].type.shape[0], idx["Wy"].type.shape[0])
+        rows = {name: state[name][idx[name]] for name in idx if not (whole and name == "Wy")}
+        if whole and cfg.mode == "shared":
+            x_rows = _gradient_where(state["Wy"][in_idx], in_touched[:, None])
+        else:
+            x_rows = rows["Wy"][:n_in] if cfg.mode == "shared" else rows[self._input_name(cfg)]
         if window:
             rng, new_hidden, carried = self._bptt_forward(cfg, state, window, x_rows, hidden)
         else:
             hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
             rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True)
             carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
-        Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
-        scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
+        if whole:
+            out_scores = _gradient_where((new_hidden[-1] @ state["Wy"].T)[:, out_idx], col_active[None, :])
+            scores = out_scores + rows["By"]  # (B, C)
+        else:
+            Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
+            scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
         if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
             log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
             scores = scores - np.float32(cfg.logq) * log_q
@@ -706,8 +726,16 @@ class GRU4Rec(SequenceMixin, SessionModel):
                             cfg.smoothing, cfg.bpreg)
         loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
         dense = [n for n in self._param_names if n not in idx]
-        grads = pt.grad(loss, [state[n] for n in dense] + [rows[n] for n in idx])
-        row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n]) for n, g in zip(idx, grads[len(dense):])}
+        by_rows = [n for n in idx if n in rows]
+        wrt = [state[n] for n in dense] + [rows[n] for n in by_rows]
+        if whole:
+            wrt += [state["Wy"], out_scores] + ([x_rows] if cfg.mode == "shared" else [])
+        grads = pt.grad(loss, wrt)
+        row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n])
+                     for n, g in zip(by_rows, grads[len(dense):len(dense) + len(by_rows)])}
+        if whole:
+            row_grads["Wy"] = self._whole_output_grads(cfg, idx["Wy"], touched["Wy"], new_hidden[-1], col_active,
+                                                       in_touched, *grads[len(dense) + len(by_rows):])
         # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
         new = apply_gradients(Optimizer.from_config(cfg), cfg.grad_cap, state, dict(zip(dense, grads)), row_grads,
                               loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update)
@@ -716,6 +744,19 @@ class GRU4Rec(SequenceMixin, SessionModel):
         stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
         return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
 
+
+    @staticmethod
+    def _whole_output_grads(cfg, idx, touched, hidden, col_active, in_touched, grad_Wy, grad_scores, grad_x=None):
+        """`MatrixGrads` of the output matrix scored whole: the gradient summed by PyTensor, and the
+        touched occurrences' own squared norms for the gradient cap. A sampled column's gradient
+        is hidden^T g_c, so its squared norm is g_c^T (hidden hidden^T) g_c: no (C, h) gradient is built."""
+        if not cfg.grad_cap:  # the norm only scales the step; a non-finite gradient still fails the step's
+            return MatrixGrads(idx, grad_Wy, touched, np.float32(0))  # check of the new values
+        col_norm2 = pt.sum((hidden @ hidden.T @ grad_scores) * grad_scores, axis=0)  # (C,)
+        occ_norm2 = pt.sum(pt.switch(col_active, col_norm2, 0))
+        if grad_x is not None:  # shared embedding: the input rows' gradients are occurrences too
+            occ_norm2 = occ_norm2 + pt.sum(pt.switch(in_touched[:, None], grad_x, 0) ** 2)
+        return MatrixGrads(idx, grad_Wy, touched, occ_norm2)
 
     @float32_graph
     def _compile_train(self, cfg, support, store):
