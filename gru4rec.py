@@ -475,8 +475,9 @@ class GRU4Rec(SequenceMixin, SessionModel):
         every row, keeping the untouched ones as they were; the output matrix is then also scored
         whole (one product with every item, the step's columns taken from it), so its gradient
         is one dense product. The same numbers (float32 rounding aside; over a long fit such
-        rounding differences grow as any 1-ulp change of a learning rate does); a speed knob. 'auto': 'matrix' when the catalogue has at most twice as many items
-        as a step touches rows (small catalogues with many negatives), else 'rows'.
+        rounding differences grow as any 1-ulp change of a learning rate does); a speed knob.
+        'auto': 'matrix' when the catalogue has at most twice as many items as a step touches
+        rows (small catalogues with many negatives), else 'rows'.
     seed : int or None, default 42
         Seeds initialisation, session order, negative sampling and dropout. None: fresh entropy.
     device : {None, 'cpu', 'gpu', 'cuda'}, default None

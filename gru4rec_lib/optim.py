@@ -255,7 +255,7 @@ def _rows_finite(new, share):
     return [pt.all(pt.isfinite(v) | (untouched.reshape((-1,) + (1,) * (v.ndim - 1)))) for v in new.values()]
 
 
-def matrix_update(opt, name, full, idx, grad, touched, state, summed=None):
+def matrix_update(opt, name, full, idx, grad, touched, state, summed=False):
     """New values of a whole item matrix and its state from the touched occurrences' gradients.
 
     The same step as `coalesce` + `row_values` + `rows_update`, computed over every row: the
@@ -263,16 +263,16 @@ def matrix_update(opt, name, full, idx, grad, touched, state, summed=None):
     keeps the old values of rows that no touched occurrence names (`mask`, (n_rows, 1) or
     (n_rows,); `matrix_write`). Fewer, larger operations than the row path: faster when the
     catalogue is not much larger than the rows one step touches (`use_matrix_update`).
-    `summed`, when given, is that matrix already (`MatrixGrads`) and `grad` is not used.
+    With `summed`, `grad` is that matrix already (`MatrixGrads`), not per occurrence.
     Returns ({key: new value}, mask).
     """
-    if summed is None:
+    if not summed:
         weight = touched.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
-        summed = pt.inc_subtensor(pt.zeros(full.shape, dtype=grad.dtype)[idx], grad * weight)
-    hits = pt.inc_subtensor(pt.zeros((full.shape[0],), dtype=summed.dtype)[idx], touched.astype(summed.dtype))
-    mask = (hits > 0).reshape((-1,) + (1,) * (summed.ndim - 1))
+        grad = pt.inc_subtensor(pt.zeros(full.shape, dtype=grad.dtype)[idx], grad * weight)
+    hits = pt.inc_subtensor(pt.zeros((full.shape[0],), dtype=grad.dtype)[idx], touched.astype(grad.dtype))
+    mask = (hits > 0).reshape((-1,) + (1,) * (grad.ndim - 1))
     old = {_short(k): v for k, v in state.items()}
-    new = step_values(opt, full, summed, old, counted=(hits > 0).astype(summed.dtype))
+    new = step_values(opt, full, grad, old, counted=(hits > 0).astype(grad.dtype))
     out = {key: new[_short(key)] for key in state}
     out[name] = new["param"]
     return out, mask
@@ -322,14 +322,10 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     row_new, masked = {}, {}
     for name, r in row_grads.items():
         row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
-        if isinstance(r, MatrixGrads):
-            values, mask = matrix_update(opt, name, state[name], r.idx, None, r.touched, row_state,
-                                         summed=r.grad * scale)
-            masked[name] = values, mask, row_state
-            finite += [pt.all(pt.isfinite(v) | ~_keep_unmasked(mask, v)) for v in values.values()]
-            continue
-        if use_matrix_update(item_update, state[name].type.shape[0], r.idx.type.shape[0]):
-            values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state)
+        whole = isinstance(r, MatrixGrads)
+        if whole or use_matrix_update(item_update, state[name].type.shape[0], r.idx.type.shape[0]):
+            values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
+                                         summed=whole)
             masked[name] = values, mask, row_state
             finite += [pt.all(pt.isfinite(v) | ~_keep_unmasked(mask, v)) for v in values.values()]
             continue
