@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["gru4rec", "evaluation"] + [f"gru4rec_lib.{name}" for name in
-                                       ("sessiondata", "sampling", "synthetic", "baselines", "params", "backend",
+                                       ("sessiondata", "sampling", "synthetic", "baselines", "params", "backend", "live",
                                         "callbacks", "splits")]
 
 
