@@ -111,15 +111,17 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     def group(frame, keep_rows=False):
         return reader.group(frame, item_map, drop_unknown=True, keep_rows=keep_rows)
     test = group(events)
+    hint = ""
     if test.n_dropped:
-        logger.warning("dropped %d test events whose items the model does not know", test.n_dropped)
+        hint = _wrong_kind_hint(events[model.item_key], item_map, model.item_ids_)
+        logger.warning("dropped %d test events whose items the model does not know%s", test.n_dropped, hint)
     start = None
     if history is not None:
         past = reader.load(history, allow_pickle=allow_pickle)
         test, start = sequences.continue_histories(model, group, test, events, past, batch_size, steps_per_call)
     if test.n_steps == 0:
         unit = "user" if user_key else "session"
-        raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate")
+        raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate{hint}")
     sums, ranks = _run(model, test, Ranking(tuple(cutoffs), mode), _candidates(item_map, items), batch_size,
                        steps_per_call, return_ranks, show_progress, start)
     n = test.n_steps
@@ -154,6 +156,18 @@ def _run(model, test, ranking, cand_idx, batch_size, steps, return_ranks, show_p
 
 
 evaluate_gpu = evaluate  # the reference's name
+
+
+def _wrong_kind_hint(items, item_map, model_ids):
+    """'' or a clause naming test item ids of another type than the model's (``'4'`` against int ids)."""
+    unique = pd.unique(items)
+    expected, wrong = sessiondata.wrong_kind_ids(unique[item_map.indices(unique) < 0], model_ids)
+    if not wrong:
+        return ""
+    events = int(pd.Series(items).isin(wrong).sum())
+    return (f"; {events} dropped test events have item ids of another type than the model's {expected} ids "
+            f"(e.g. {wrong[0]!r}, a {sessiondata.id_kind(wrong[0])}): convert the test data's item column, "
+            f"e.g. .astype({expected})")
 
 
 def _check_args(model, cutoffs, mode, batch_size, steps_per_call):

@@ -96,8 +96,7 @@ class LiveSessionsMixin:
         """Item indices of each history's known items; one warning for ids of the wrong type."""
         flat = [item for history in histories for item in history]
         idx = self.item_map_.indices(pd.Index(flat, dtype=object)) if flat else np.zeros(0, np.int32)
-        expected = sessiondata.id_kind(self.item_ids_[0])
-        wrong = [flat[i] for i in np.flatnonzero(idx < 0) if sessiondata.id_kind(flat[i]) != expected]
+        expected, wrong = sessiondata.wrong_kind_ids([flat[i] for i in np.flatnonzero(idx < 0)], self.item_ids_)
         if wrong:
             warnings.warn(f"item id {wrong[0]!r} ({sessiondata.id_kind(wrong[0])}) has the wrong type for this "
                           f"model, whose item ids are {expected}; {len(wrong)} such ids are treated as unknown",

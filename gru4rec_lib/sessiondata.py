@@ -180,6 +180,14 @@ def id_kind(value):
     return type(value).__name__
 
 
+def wrong_kind_ids(unknown, model_ids):
+    """The ids among `unknown` (ids a model does not know) whose kind differs from the model's ids'
+    (``'4'`` for a model with int ids): (the model's kind, those ids in order). Such an id can
+    never match, which a user who converted one column and not the other would want to be told."""
+    expected = id_kind(model_ids[0]) if len(model_ids) else None
+    return expected, [item for item in unknown if expected is not None and id_kind(item) != expected]
+
+
 def check_item_id_types(items, known=None):
     """Refuse item ids of more than one kind (``4`` and ``'4'``), here or against the ``known`` ids.
 

@@ -438,6 +438,33 @@ def test_nothing_to_evaluate_raises(model, events):
     pd.testing.assert_frame_equal(test, before)
 
 
+def test_test_ids_of_another_type_are_named(model, data, points, caplog):
+    """Item ids read as strings against a model with int ids can never match: the error says so."""
+    test = data[1]
+    as_str = test.assign(ItemId=test["ItemId"].astype(str))
+    with pytest.raises(ValueError, match=r"nothing to evaluate; \d+ dropped test events have item ids of another "
+                                         r"type than the model's int ids \(e.g. '\d+', a str\).*astype\(int\)"):
+        evaluation.evaluate(model, as_str)
+    # some rows converted, some not: the evaluation runs on the int rows, and the warning counts the others
+    some = test["SessionId"].isin(test["SessionId"].unique()[:3])
+    mixed = test.assign(ItemId=test["ItemId"].astype(object).where(~some, test["ItemId"].astype(str)))
+    with caplog.at_level("WARNING", logger="evaluation"):
+        result = evaluate(model, mixed)
+    n_wrong = int(some.sum())
+    assert f"; {n_wrong} dropped test events have item ids of another type" in caplog.text
+    assert result["n_dropped"] == n_wrong + int((~test["ItemId"][~some].isin(model.item_ids_)).sum())
+    converted = set(test["SessionId"][some])
+    kept = {key: point for key, point in points.items() if key[0] not in converted}
+    assert 0 < len(kept) < len(points)
+    assert_matches(result, brute_ranks(kept, "standard"))
+
+
+def test_unknown_ids_of_the_right_type_get_no_type_hint(model, data, caplog):
+    with caplog.at_level("WARNING", logger="evaluation"):
+        evaluate(model, data[1])
+    assert "dropped" in caplog.text and "another type" not in caplog.text
+
+
 def test_missing_column_raises(model, data):
     with pytest.raises(KeyError, match="column 'SessionId' not found"):
         evaluation.evaluate(model, data[1].rename(columns={"SessionId": "sid"}))
