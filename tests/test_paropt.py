@@ -62,7 +62,7 @@ def test_space_file_errors_name_the_line(tmp_path):
 
 
 def test_shipped_spaces_read():
-    for name in ("xe_shared.txt", "bprmax_shared.txt", "xe_shared_small.txt", "xe_search.txt"):
+    for name in ("xe_shared.txt", "bprmax_shared.txt", "xe_shared_small.txt", "xe_search.txt", "xe_narrow.txt"):
         space = tune.read_space(f"paramspaces/{name}", DEFAULTS)
         assert {"layers", "batch_size", "learning_rate", "momentum", "sample_alpha"} <= set(space)
         assert space["learning_rate"].log
