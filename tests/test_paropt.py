@@ -68,6 +68,15 @@ def test_shipped_spaces_read():
         assert space["learning_rate"].log
 
 
+@pytest.mark.parametrize("space_line, fixed, expected", [("", {"n_epochs": 16}, 5), ("", {"n_epochs": 3}, 1),
+                                                         ("", {}, 3),  # the model's default, 10 epochs
+                                                         ("n_epochs int 4 12\n", {"n_epochs": 2}, 4)])
+def test_default_warmup_is_a_third_of_the_epochs(tmp_path, space_line, fixed, expected):
+    path = tmp_path / "space.txt"
+    path.write_text("learning_rate float 0.001 0.3 log\n" + space_line)
+    assert tune.default_warmup(tune.read_space(path, DEFAULTS), fixed, DEFAULTS) == expected
+
+
 @pytest.mark.parametrize("text, parsed", [("recall@20", ("recall", 20)), ("MRR@5", ("mrr", 5)),
                                           (" mrr @ 10 ", ("mrr", 10))])
 def test_metric_names(text, parsed):

@@ -140,6 +140,26 @@ def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path, caplog):
     assert len(lines) == 1 and "pruned after epoch 1 at mrr@10" in lines[0]
 
 
+def test_the_median_pruner_waits_for_the_warmup_epochs(files, tmp_path, caplog):
+    """The same deliberately bad trial as above, after the 5 trials the median pruner starts from:
+    with warmup=2 it runs epochs 1 and 2 and is stopped after epoch 3 of 4."""
+    caplog.set_level("INFO")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="warmup", direction="maximize")
+    for lr in (0.1,) * 5 + (0.0001,):
+        study.enqueue_trial({"learning_rate": lr, "momentum": 0.0})
+    space = tune.read_space(files / "space.txt", tune.gru4rec.GRU4Rec().get_params())
+    fixed = {"layers": (8,), "n_epochs": 4, "n_sample": 4, "batch_size": 16,
+             "loss": "cross-entropy", "final_act": "softmax"}
+    study = tune.tune(files / "train.tsv", files / "valid.tsv", space, fixed, "mrr@10", n_trials=6,
+                      storage=storage, study_name="warmup", pruner="median", warmup=2)
+    *good, bad = study.get_trials()
+    assert all(t.state.name == "COMPLETE" and len(t.intermediate_values) == 4 for t in good)
+    assert bad.state.name == "PRUNED" and list(bad.intermediate_values) == [1, 2, 3]
+    assert all(bad.intermediate_values[3] < t.intermediate_values[3] for t in good)
+    assert any("no trial is stopped before the end of epoch 3" in r.getMessage() for r in caplog.records)
+
+
 def test_patience_ends_trials_early_and_sets_n_epochs(files, tmp_path):
     space = tune.read_space(files / "space.txt", tune.gru4rec.GRU4Rec().get_params())
     fixed = {"layers": (8,), "n_epochs": 4, "n_sample": 4, "batch_size": 16,
@@ -178,6 +198,7 @@ def test_a_study_on_a_real_postgresql_server(files, tmp_path):
 
 @pytest.mark.parametrize("flag, value, message", [("--workers", "0", "--workers must be a positive integer"),
                                                   ("--patience", "-1", "--patience must be"),
+                                                  ("--warmup", "-1", "--warmup must be an integer >= 0"),
                                                   ("--pruner", "sometimes", "invalid choice")])
 def test_bad_tuner_flags_exit_2(files, tmp_path, capsys, flag, value, message):
     with pytest.raises(SystemExit) as exit_:
