@@ -416,7 +416,7 @@ def default_warmup(space, fixed, defaults):
 
     Early epochs rank configurations poorly: in a yoochoose1_64 study of 16-epoch trials pruned from
     epoch 1 (README), the worst finished trial led after epoch 1, the second-best was below the
-    median after epochs 2 and 3, and 8 trials with the learning rates of the two best were pruned
+    median after epochs 2 and 3, and 10 trials with the learning rates of the two best were pruned
     after epoch 1: a pruner acting from epoch 1 stops the slow starters that end best.
     """
     dimension = space.get("n_epochs")

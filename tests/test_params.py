@@ -255,6 +255,10 @@ PUBLISHED = {
         loss='cross-entropy', final_act='softmax', constrained_embedding=True, n_sample=2048, logq=1.0,
         layers=(224,), batch_size=128, dropout_p_embed=0.15, dropout_p_hidden=0.25,
         learning_rate=0.045795052205352384, momentum=0.15, sample_alpha=0.1, n_epochs=14), None, None),
+    'yoochoose1_64_xe_tuned_recall': (dict(  # tuned here with gru4rec-tune, not published
+        loss='cross-entropy', final_act='softmax', constrained_embedding=True, n_sample=2048, logq=1.0,
+        layers=(224,), batch_size=128, dropout_p_embed=0.35, dropout_p_hidden=0.3,
+        learning_rate=0.0393650100013, momentum=0.25, sample_alpha=0.3, n_epochs=12), None, None),
 }
 
 
