@@ -584,14 +584,14 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
         warmup = default_warmup(space, fixed, defaults)
     if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
         raise ValueError(f"warmup must be an int >= 0 (epochs), got {warmup!r}")
+    if pruner in ("median", "hyperband"):
+        logger.info("%s pruner: no trial is stopped before the end of epoch %d", pruner, warmup + 1)
     pruner = make_pruner(pruner, warmup)
-    if not isinstance(pruner, optuna.pruners.NopPruner):
-        logger.info("pruner %s: no trial is stopped before the end of epoch %d", type(pruner).__name__, warmup + 1)
     study = open_study(open_storage(storage, heartbeat), study_name, settings_record(metric, space, fixed),
                        seed, pruner, worker)
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("patience", patience)
-    per_epoch = not isinstance(make_pruner(pruner), optuna.pruners.NopPruner)
+    per_epoch = not isinstance(pruner, optuna.pruners.NopPruner)
     objective = _Objective(train, valid, space, fixed, defaults, metric, cutoffs, n_trials, eval_batch, per_epoch,
                            patience)
     run_trials(study, objective, n_trials, timeout, _reporter(metric, n_trials, objective.searched(), callback))

@@ -157,7 +157,8 @@ def test_the_median_pruner_waits_for_the_warmup_epochs(files, tmp_path, caplog):
     assert all(t.state.name == "COMPLETE" and len(t.intermediate_values) == 4 for t in good)
     assert bad.state.name == "PRUNED" and list(bad.intermediate_values) == [1, 2, 3]
     assert all(bad.intermediate_values[3] < t.intermediate_values[3] for t in good)
-    assert any("no trial is stopped before the end of epoch 3" in r.getMessage() for r in caplog.records)
+    assert any("median pruner: no trial is stopped before the end of epoch 3" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_patience_ends_trials_early_and_sets_n_epochs(files, tmp_path):
