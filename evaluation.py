@@ -164,7 +164,7 @@ def _wrong_kind_hint(items, item_map, model_ids):
     expected, wrong = sessiondata.wrong_kind_ids(unique[item_map.indices(unique) < 0], model_ids)
     if not wrong:
         return ""
-    events = int(pd.Series(items).isin(wrong).sum())
+    events = int(items.isin(wrong).sum())
     return (f"; {events} dropped test events have item ids of another type than the model's {expected} ids "
             f"(e.g. {wrong[0]!r}, a {sessiondata.id_kind(wrong[0])}): convert the test data's item column, "
             f"e.g. .astype({expected})")
@@ -175,16 +175,12 @@ def _check_args(model, cutoffs, mode, batch_size, steps_per_call):
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {MODES}")
     cutoffs = [cutoffs] if np.isscalar(cutoffs) else list(cutoffs)
-    if not cutoffs or not all(_is_int(c) and c >= 1 for c in cutoffs):
+    if not cutoffs or not all(sessiondata.is_int(c) and c >= 1 for c in cutoffs):
         raise ValueError(f"cutoffs={cutoffs!r} is invalid: expected positive ints, e.g. (1, 5, 10, 20)")
     for name, value in (("batch_size", batch_size), ("steps_per_call", steps_per_call)):
-        if not _is_int(value) or value < 1:
+        if not sessiondata.is_int(value) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: expected a positive int")
     return [int(c) for c in cutoffs]
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _candidates(item_map, items):

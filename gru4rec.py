@@ -24,6 +24,7 @@ from gru4rec_lib import modelfile, progress, sessiondata
 from gru4rec_lib.interface import SessionModel
 from gru4rec_lib.live import LiveSessionsMixin
 from gru4rec_lib.sampling import SampleStore
+from gru4rec_lib.sessiondata import is_int
 from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
 from gru4rec_lib.optim import (  # noqa: F401 (OPTIMIZER_STATES re-exported)
     ITEM_UPDATES,
@@ -268,10 +269,6 @@ def _check(condition, name, value, expected, error=ValueError):
         raise error(f"{name}={value!r} is invalid: expected {expected}")
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _is_real(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
@@ -316,14 +313,14 @@ def _check_numbers(p):
     for name in BOOL_PARAMS:
         _check(isinstance(p[name], (bool, np.bool_)), name, p[name], "True or False (a bool, not a string)",
                TypeError)
-    _check(_is_int(p["batch_size"]) and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive int")
-    _check(p["steps_per_call"] is None or (_is_int(p["steps_per_call"]) and p["steps_per_call"] >= 1),
+    _check(is_int(p["batch_size"]) and p["batch_size"] >= 1, "batch_size", p["batch_size"], "a positive int")
+    _check(p["steps_per_call"] is None or (is_int(p["steps_per_call"]) and p["steps_per_call"] >= 1),
            "steps_per_call", p["steps_per_call"], "a positive int or None")
     _check(p["item_update"] in ITEM_UPDATES, "item_update", p["item_update"], f"one of {ITEM_UPDATES}")
-    _check(_is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
+    _check(is_int(p["n_epochs"]) and p["n_epochs"] >= 0, "n_epochs", p["n_epochs"], "an int >= 0")
     for name in ("n_sample", "sample_store"):
-        _check(_is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
-    _check(_is_int(p["max_live_sessions"]) and p["max_live_sessions"] >= 1, "max_live_sessions",
+        _check(is_int(p[name]) and p[name] >= 0, name, p[name], "an int >= 0")
+    _check(is_int(p["max_live_sessions"]) and p["max_live_sessions"] >= 1, "max_live_sessions",
            p["max_live_sessions"], "a positive int")
     for name in ("dropout_p_embed", "dropout_p_hidden", "momentum", "smoothing"):
         _check(_is_finite(p[name]) and 0 <= p[name] < 1, name, p[name], "a number in [0, 1)")
@@ -333,8 +330,8 @@ def _check_numbers(p):
            "a finite number > 0")
     for name in ("lmbd", "bpreg", "sigma", "grad_cap"):
         _check(_is_finite(p[name]) and p[name] >= 0, name, p[name], "a finite number >= 0")
-    _check(p["seed"] is None or _is_int(p["seed"]), "seed", p["seed"], "an int or None")
-    _check(_is_int(p["bptt"]) and p["bptt"] >= 1, "bptt", p["bptt"], "a positive int (1: no BPTT)")
+    _check(p["seed"] is None or is_int(p["seed"]), "seed", p["seed"], "an int or None")
+    _check(is_int(p["bptt"]) and p["bptt"] >= 1, "bptt", p["bptt"], "a positive int (1: no BPTT)")
 
 
 def _check_columns(p):
@@ -362,7 +359,7 @@ def _optimizer_consts(p):
 
 def _embedding_mode(p, layers):
     emb = p["embedding"]
-    _check(emb == "layersize" or (_is_int(emb) and emb >= 0), "embedding", emb, "an int >= 0 or 'layersize'")
+    _check(emb == "layersize" or (is_int(emb) and emb >= 0), "embedding", emb, "an int >= 0 or 'layersize'")
     if p["constrained_embedding"]:
         return "shared", layers[-1]
     if emb:
@@ -380,8 +377,8 @@ def make_config(params):
     """
     p = dict(params)
     _check_loss(p)
-    layers = (p["layers"],) if _is_int(p["layers"]) else p["layers"]
-    _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(_is_int(h) and h > 0 for h in layers),
+    layers = (p["layers"],) if is_int(p["layers"]) else p["layers"]
+    _check(isinstance(layers, (tuple, list)) and len(layers) > 0 and all(is_int(h) and h > 0 for h in layers),
            "layers", p["layers"], "a non-empty tuple of positive ints, e.g. (100,)")
     _check_numbers(p)
     _check_columns(p)

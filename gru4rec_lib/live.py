@@ -72,7 +72,7 @@ class LiveSessionsMixin:
         histories = [list(h) if isinstance(h, (list, tuple, np.ndarray, pd.Series)) else [h] for h in item_ids]
         if len(histories) != len(session_ids) or len(set(session_ids)) != len(session_ids):
             raise ValueError("recommend needs one entry of item_ids per session and distinct session_ids")
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= self.n_items_:
+        if not sessiondata.is_int(k) or not 1 <= k <= self.n_items_:
             raise ValueError(f"k={k!r} is invalid: expected an int in [1, n_items_={self.n_items_}]")
         if not session_ids:
             return self.item_ids_[np.zeros((0, k), np.int64)], np.zeros((0, k), FLOATX)

@@ -171,6 +171,11 @@ class SequenceReader:
                                        drop_unknown=drop_unknown, break_key=self.break_key, keep_rows=keep_rows)
 
 
+def is_int(value):
+    """Whether `value` is an integer (Python or numpy), bools excluded: the parameter checks' test."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def id_kind(value):
     """'int', 'str' or the type name: the kind of an item id, for type checks."""
     if isinstance(value, (str, np.str_)):
