@@ -64,20 +64,15 @@ NotFittedError = sessiondata.NotFittedError  # one class for every model of the 
 
 # ---- parameter checks -----------------------------------------------------------------------
 
-def _is_real(value):
-    """True for Python and numpy integers and floats, False for bools and anything else."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def _check_int(name, value, low):
     """Raise ValueError unless ``value`` is an integer >= ``low``."""
-    if not (_is_real(value) and isinstance(value, (int, np.integer)) and value >= low):
+    if not (sessiondata.is_int(value) and value >= low):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_real(name, value, low, high=np.inf):
     """Raise ValueError unless ``value`` is a real number in [low, high]."""
-    if not (_is_real(value) and low <= value <= high):
+    if not (sessiondata.is_real(value) and low <= value <= high):
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from gru4rec_lib.backend import resolve_device
 from gru4rec_lib.optim import ITEM_UPDATES, OPTIMIZER_DEFAULTS
-from gru4rec_lib.sessiondata import is_int
+from gru4rec_lib.sessiondata import is_int, is_real
 
 LOSSES = {"cross-entropy": "softmax", "xe_logit": "softmax_logit", "bpr": None, "top1": None,
           "top1-max": None, "bpr-max": None}  # loss -> the final_act it requires (None: elementwise)
@@ -53,12 +53,8 @@ def _check(condition, name, value, expected, error=ValueError):
         raise error(f"{name}={value!r} is invalid: expected {expected}")
 
 
-def _is_real(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def _is_finite(value):
-    return _is_real(value) and bool(np.isfinite(value))
+    return is_real(value) and bool(np.isfinite(value))
 
 
 BOOL_PARAMS = ("constrained_embedding", "init_as_normal", "train_random_order", "time_sort", "show_progress",

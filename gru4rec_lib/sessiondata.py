@@ -176,6 +176,11 @@ def is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def is_real(value):
+    """Whether `value` is an integer or a float (Python or numpy), bools excluded."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def id_kind(value):
     """'int', 'str' or the type name: the kind of an item id, for type checks."""
     if isinstance(value, (str, np.str_)):
