@@ -259,6 +259,10 @@ PUBLISHED = {
         loss='cross-entropy', final_act='softmax', constrained_embedding=True, n_sample=2048, logq=1.0,
         layers=(224,), batch_size=128, dropout_p_embed=0.35, dropout_p_hidden=0.3,
         learning_rate=0.0393650100013, momentum=0.25, sample_alpha=0.3, n_epochs=12), None, None),
+    'yoochoose1_64_xe_tuned_smoothing': (dict(  # tuned here (label smoothing, width), not published
+        loss='cross-entropy', final_act='softmax', constrained_embedding=True, n_sample=2048, logq=1.0,
+        layers=(288,), batch_size=128, dropout_p_embed=0.35, dropout_p_hidden=0.3,
+        learning_rate=0.0393650100013, momentum=0.25, sample_alpha=0.3, smoothing=0.2, n_epochs=10), None, None),
     'diginetica_bprmax_tuned': (dict(  # tuned here (n_sample and epochs on validation), not published
         loss='bpr-max', final_act='elu-1', constrained_embedding=True, embedding=0, layers=(512,),
         batch_size=128, dropout_p_embed=0.5, dropout_p_hidden=0.3, learning_rate=0.05, momentum=0.15,
