@@ -111,7 +111,7 @@ def split_user_histories(events, last=None, cut_time=None, session_gap=None, min
                          f"got last={last!r}, cut_time={cut_time!r}")
     if last is not None and (not sessiondata.is_int(last) or last < 1):
         raise ValueError(f"last={last!r} is invalid: expected a positive int (test events per user)")
-    if cut_time is not None and not (_is_number(cut_time) and math.isfinite(cut_time)):
+    if cut_time is not None and not (sessiondata.is_real(cut_time) and math.isfinite(cut_time)):
         raise ValueError(f"cut_time={cut_time!r} is invalid: expected a finite number in the time column's unit")
     if not sessiondata.is_int(min_history) or min_history < 0:
         raise ValueError(f"min_history={min_history!r} is invalid: expected an int >= 0")
@@ -172,13 +172,9 @@ def _ordered(events, user_key, time_key):
 def _check_gap(session_gap, allow_none):
     if session_gap is None and allow_none:
         return
-    if not _is_number(session_gap) or not session_gap > 0 or not math.isfinite(session_gap):
+    if not sessiondata.is_real(session_gap) or not session_gap > 0 or not math.isfinite(session_gap):
         raise ValueError(f"session_gap={session_gap!r} is invalid: expected a positive finite number "
                          "(the longest pause inside a session, in the time column's unit)")
-
-
-def _is_number(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------- command line
