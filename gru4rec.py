@@ -112,94 +112,116 @@ def activation(name):
     return lambda x: consts[0] * pt.switch(x >= 0, x, consts[1] * pt.expm1(pt.minimum(x, 0)))
 
 
-def _masked_softmax(scores, mask):
-    """Row softmax over the columns where `mask` is true; masked columns get exactly 0."""
-    shifted = scores - pt.max(pt.switch(mask, scores, -np.inf), axis=1, keepdims=True)
+def _row_max(scores, mask):
+    """Each row's largest valid score (B, 1), the shift that keeps exp finite. Softmax and
+    log-sum-exp do not depend on it, so no gradient flows through it (the exact gradient of the
+    shift is zero; leaving it out saves a pass over the scores)."""
+    return zero_grad(pt.max(pt.switch(mask, scores, -np.inf), axis=1, keepdims=True))
+
+
+def _masked_softmax(scores, weight):
+    """Row softmax over the columns of positive `weight`, each column counted `weight` times: the
+    probability of one occurrence of a column (masked columns get exactly 0)."""
+    mask = weight > 0
+    shifted = scores - _row_max(scores, mask)
     e = pt.switch(mask, pt.exp(pt.minimum(shifted, 0)), 0)
-    return e / pt.sum(e, axis=1, keepdims=True)
+    return e / pt.sum(e * weight, axis=1, keepdims=True)
 
 
-def _smoothed(nll_pos, nll_all, col_mask, smoothing):
+def _weighted_sum(values, weight):
+    """sum_j w_j values_j over the columns of positive weight (a masked column's value is not read)."""
+    return pt.sum(pt.switch(weight > 0, values * weight, 0), axis=1)
+
+
+def _smoothed(nll_pos, nll_all, weight, smoothing):
     """(1 - e*n/(n-1)) * nll_ii + e/(n-1) * sum_j nll_ij with n valid columns (# conformance: smoothing)."""
     if not smoothing:
         return nll_pos
-    n = pt.sum(col_mask, axis=1).astype(FLOATX)
-    spread = pt.sum(pt.switch(col_mask, nll_all, 0), axis=1)
-    return (1 - smoothing * n / (n - 1)) * nll_pos + smoothing / (n - 1) * spread
+    n = pt.sum(weight, axis=1)
+    return (1 - smoothing * n / (n - 1)) * nll_pos + smoothing / (n - 1) * _weighted_sum(nll_all, weight)
 
 
-def cross_entropy(scores, pos, col_mask, smoothing=0.0):
+def cross_entropy(scores, pos, weight, smoothing=0.0):
     """-log(p_ii + 1e-24), p = softmax of the row over its valid columns (final_act softmax)."""
-    probs = _masked_softmax(scores, col_mask)
-    nll_all = -pt.log(probs + 1e-24)
-    return _smoothed(pt.sum(pt.switch(pos, nll_all, 0), axis=1), nll_all, col_mask, smoothing)
+    probs = _masked_softmax(scores, weight)
+    nll_pos = -pt.log(pt.sum(pt.switch(pos, probs, 0), axis=1) + 1e-24)  # a log per row, not per column
+    if not smoothing:
+        return nll_pos
+    return _smoothed(nll_pos, -pt.log(probs + 1e-24), weight, smoothing)
 
 
-def xe_logit(scores, pos, col_mask, smoothing=0.0):
+def xe_logit(scores, pos, weight, smoothing=0.0):
     """Cross-entropy from logits: -(r_ii - logsumexp_j r_ij), computed stably (final_act softmax_logit)."""
-    row_max = pt.max(pt.switch(col_mask, scores, -np.inf), axis=1, keepdims=True)
-    shifted = scores - row_max
-    log_norm = pt.log(pt.sum(pt.switch(col_mask, pt.exp(pt.minimum(shifted, 0)), 0), axis=1, keepdims=True))
+    mask = weight > 0
+    shifted = scores - _row_max(scores, mask)
+    log_norm = pt.log(_weighted_sum(pt.exp(pt.minimum(shifted, 0)), weight))[:, None]
     nll_all = log_norm - shifted
-    return _smoothed(pt.sum(pt.switch(pos, nll_all, 0), axis=1), nll_all, col_mask, smoothing)
+    return _smoothed(pt.sum(pt.switch(pos, nll_all, 0), axis=1), nll_all, weight, smoothing)
 
 
 def _positive(scores, pos):
     return pt.sum(pt.switch(pos, scores, 0), axis=1, keepdims=True)  # (B, 1): r_ii
 
 
-def _masked_mean(values, mask):
+def _masked_mean(values, weight):
     # a row with no negatives (n_sample=0, one active slot) has loss 0, not 0/0
-    return pt.sum(pt.switch(mask, values, 0), axis=1) / pt.maximum(pt.sum(mask, axis=1), 1).astype(FLOATX)
+    return _weighted_sum(values, weight) / pt.maximum(pt.sum(weight, axis=1), 1)
 
 
-def bpr(scores, pos, col_mask):
+def bpr(scores, pos, weight):
     """mean_j -log sigmoid(r_ii - r_ij) (softplus form: same value, stable).
 
     The mean runs over every valid column of the row, the positive's own included (a constant
     log(2)/n); the *-max losses exclude it. # conformance: bpr
     """
-    return _masked_mean(pt.softplus(scores - _positive(scores, pos)), col_mask)
+    return _masked_mean(pt.softplus(scores - _positive(scores, pos)), weight)
 
 
-def top1(scores, pos, col_mask):
+def top1(scores, pos, weight):
     """mean_j [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)] - sigmoid(r_ii^2) / n over the n valid columns.
 
     The mean includes the positive's own column (a constant 0.5/n); its score regulariser
     sigmoid(r_ii^2)/n is taken back out. # conformance: top1
     """
-    n = pt.maximum(pt.sum(col_mask, axis=1), 1).astype(FLOATX)
+    n = pt.maximum(pt.sum(weight, axis=1), 1)
     own = pt.sigmoid(pt.sum(pt.switch(pos, scores, 0), axis=1) ** 2) / n
-    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), col_mask) - own
+    return _masked_mean(pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2), weight) - own
 
 
-def top1_max(scores, pos, neg_mask):
+def top1_max(scores, pos, neg_weight):
     """sum_j s_ij [sigmoid(r_ij - r_ii) + sigmoid(r_ij^2)], s = softmax over the negatives."""
-    weights = _masked_softmax(scores, neg_mask)
+    probs = _masked_softmax(scores, neg_weight)
     terms = pt.sigmoid(scores - _positive(scores, pos)) + pt.sigmoid(scores ** 2)
-    return pt.sum(weights * terms, axis=1)
+    return _weighted_sum(probs * terms, neg_weight)
 
 
-def bpr_max(scores, pos, neg_mask, bpreg=1.0):
+def bpr_max(scores, pos, neg_weight, bpreg=1.0):
     """-log(sum_j s_ij sigmoid(r_ii - r_ij) + 1e-24) + bpreg * sum_j s_ij r_ij^2."""
-    weights = _masked_softmax(scores, neg_mask)
-    hit = pt.sum(weights * pt.sigmoid(_positive(scores, pos) - scores), axis=1)
-    loss = -pt.log(hit + 1e-24) + bpreg * pt.sum(weights * scores ** 2, axis=1)
-    return pt.switch(pt.any(neg_mask, axis=1), loss, 0)  # no negatives: loss 0, not -log(1e-24)
+    probs = _masked_softmax(scores, neg_weight)
+    hit = _weighted_sum(probs * pt.sigmoid(_positive(scores, pos) - scores), neg_weight)
+    loss = -pt.log(hit + 1e-24) + bpreg * _weighted_sum(probs * scores ** 2, neg_weight)
+    return pt.switch(pt.any(neg_weight > 0, axis=1), loss, 0)  # no negatives: loss 0, not -log(1e-24)
 
 
 def loss_rows(loss, scores, pos, col_mask, smoothing=0.0, bpreg=1.0):
-    """Per-row loss (B,) of a score matrix with the positives at `pos` (# conformance: losses)."""
-    neg_mask = col_mask & ~pos
+    """Per-row loss (B,) of a score matrix with the positives at `pos` (# conformance: losses).
+
+    `col_mask` says which columns are valid: a boolean matrix, or a float matrix of column
+    weights, a column of weight c counting as c copies of itself (0: not valid). Every loss is
+    symmetric in copies of a negative column, so weights score a sample with repeated negatives
+    without repeating them.
+    """
+    weight = col_mask.astype(scores.dtype)
+    neg_weight = pt.switch(pos, 0, weight)
     if loss == "cross-entropy":
-        return cross_entropy(scores, pos, col_mask, smoothing)
+        return cross_entropy(scores, pos, weight, smoothing)
     if loss == "xe_logit":
-        return xe_logit(scores, pos, col_mask, smoothing)
+        return xe_logit(scores, pos, weight, smoothing)
     if loss == "bpr-max":
-        return bpr_max(scores, pos, neg_mask, bpreg)
+        return bpr_max(scores, pos, neg_weight, bpreg)
     if loss == "top1-max":
-        return top1_max(scores, pos, neg_mask)
-    return {"bpr": bpr, "top1": top1}[loss](scores, pos, col_mask)
+        return top1_max(scores, pos, neg_weight)
+    return {"bpr": bpr, "top1": top1}[loss](scores, pos, weight)
 
 
 # ---------------------------------------------------------------- GRU step
@@ -314,8 +336,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         optimiser state: 'rows' gathers the rows the step touched, updates them and scatters them
         back; 'matrix' sums the touched rows' gradients into a whole-matrix gradient and updates
         every row, keeping the untouched ones as they were; the output matrix is then also scored
-        whole (one product with every item, the step's columns taken from it), so its gradient
-        is one dense product. The same numbers (float32 rounding aside; over a long fit such
+        whole (one product with every item; the sampled negatives become per-item counts that
+        weight the items' columns), so its gradient is one dense product. The same numbers (float32 rounding aside; over a long fit such
         rounding differences grow as any 1-ulp change of a learning rate does); a speed knob.
         'auto': 'matrix' when the catalogue has at most twice as many items as a step touches
         rows (small catalogues with many negatives), else 'rows'.
@@ -539,9 +561,13 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         if cfg.mode == "shared":
             idx["Wy"], touched["Wy"] = pt.concatenate([in_idx, out_idx]), pt.concatenate([in_touched, col_active])
         # conformance: item_update; a small output matrix is scored whole, the step's columns taken
-        # from the product: its gradient is then one (N, B) x (B, h) product, no row gather or scatter
+        # from the product: its gradient is then one (N, B) x (B, h) product, no row gather or scatter;
+        # with sampled negatives their columns are the whole product itself, each item weighted by
+        # how often the step drew it (`counted`)
         whole = use_matrix_update(cfg.item_update, state["Wy"].type.shape[0], idx["Wy"].type.shape[0])
-        rows = {name: state[name][idx[name]] for name in idx if not (whole and name == "Wy")}
+        counted = whole and cfg.n_sample > 0
+        by_matrix = {"Wy", "By"} if counted else {"Wy"} if whole else set()
+        rows = {name: state[name][idx[name]] for name in idx if name not in by_matrix}
         if whole and cfg.mode == "shared":
             x_rows = _gradient_where(state["Wy"][in_idx], in_touched[:, None])
         else:
@@ -552,30 +578,41 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
             rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True)
             carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
-        if whole:
-            out_scores = _gradient_where((new_hidden[-1] @ state["Wy"].T)[:, out_idx], col_active[None, :])
-            scores = out_scores + rows["By"]  # (B, C)
+        if counted:
+            out_scores, weight = self._counted_scores(cfg, state, new_hidden[-1], y_idx, neg, active,
+                                                      log_support, log_support_alpha)
+            scores = pt.concatenate(out_scores, axis=1)  # (B, B + N)
         else:
-            Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
-            scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
-        if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
-            log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
-            scores = scores - np.float32(cfg.logq) * log_q
+            if whole:
+                out_scores = _gradient_where((new_hidden[-1] @ state["Wy"].T)[:, out_idx], col_active[None, :])
+                scores = out_scores + rows["By"]  # (B, C)
+            else:
+                Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
+                scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
+            if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
+                log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
+                scores = scores - np.float32(cfg.logq) * log_q
+            weight = col_active[None, :] & pt.ones((batch_size, 1), dtype="bool")
         if LOSSES[cfg.loss] is None:
             scores = activation(cfg.final_act)(scores)
-        pos = pt.as_tensor_variable(np.eye(batch_size, batch_size + cfg.n_sample, dtype=bool))
-        per_row = loss_rows(cfg.loss, scores, pos, col_active[None, :] & pt.ones((batch_size, 1), dtype="bool"),
-                            cfg.smoothing, cfg.bpreg)
+        n_cols = batch_size + (state["Wy"].type.shape[0] if counted else cfg.n_sample)
+        pos = pt.as_tensor_variable(np.eye(batch_size, n_cols, dtype=bool))
+        per_row = loss_rows(cfg.loss, scores, pos, weight, cfg.smoothing, cfg.bpreg)
         loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
         dense = [n for n in self._param_names if n not in idx]
         by_rows = [n for n in idx if n in rows]
         wrt = [state[n] for n in dense] + [rows[n] for n in by_rows]
-        if whole:
+        if counted:
+            wrt += [state["Wy"], state["By"], *out_scores] + ([x_rows] if cfg.mode == "shared" else [])
+        elif whole:
             wrt += [state["Wy"], out_scores] + ([x_rows] if cfg.mode == "shared" else [])
         grads = pt.grad(loss, wrt)
         row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n])
                      for n, g in zip(by_rows, grads[len(dense):len(dense) + len(by_rows)])}
-        if whole:
+        if counted:
+            row_grads.update(self._counted_grads(cfg, idx, touched, new_hidden[-1], active, in_touched, weight,
+                                                 *grads[len(dense) + len(by_rows):]))
+        elif whole:
             row_grads["Wy"] = self._whole_output_grads(cfg, idx["Wy"], touched["Wy"], new_hidden[-1], col_active,
                                                        in_touched, *grads[len(dense) + len(by_rows):])
         # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
@@ -586,6 +623,48 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
         return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
 
+
+    @staticmethod
+    def _counted_scores(cfg, state, hidden, y_idx, neg, active, log_support, log_support_alpha):
+        """The score columns of a step with sampled negatives over a small catalogue, scored whole.
+
+        Returns ([targets' columns (B, B), every item's column (B, N)], column weights (1, B + N)):
+        the in-batch targets' columns weigh 1 when their slot is active (0 else), and item j's
+        column weighs the number of times the step's sample drew j. The losses treat a column of
+        weight c as c copies of it, so this is the authors' (B, B + n_sample) score matrix without
+        repeating its columns: the same loss and gradient, no gather of sampled columns and no
+        scatter of their gradients. # conformance: item_update
+        """
+        logits = hidden @ state["Wy"].T + state["By"]  # (B, N)
+        targets = _gradient_where(logits[:, y_idx], active[None, :])
+        items = logits - np.float32(cfg.logq) * log_support_alpha if cfg.logq else logits.copy()
+        if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
+            targets = targets - np.float32(cfg.logq) * log_support[y_idx]
+        ones = (neg >= 0).astype(FLOATX)  # not a constant 1: PyTensor's JAX scatter-add rejects a scalar
+        counts = pt.inc_subtensor(pt.zeros(state["By"].type.shape, dtype=FLOATX)[neg], ones)
+        return [targets, items], pt.concatenate([active.astype(FLOATX), counts])[None, :]
+
+    @staticmethod
+    def _counted_grads(cfg, idx, touched, hidden, active, in_touched, weight, grad_Wy, grad_By, grad_targets,
+                       grad_items, grad_x=None):
+        """`MatrixGrads` of Wy and By after `_counted_scores`. For the gradient cap each occurrence
+        counts on its own: the c draws of item j share its column's gradient G_j equally, so they
+        add |h^T G_j|^2 / c (and (sum_i G_ij)^2 / c for the bias) to the squared norm."""
+        if not cfg.grad_cap:
+            zero = np.float32(0)
+            return {"Wy": MatrixGrads(idx["Wy"], grad_Wy, touched["Wy"], zero),
+                    "By": MatrixGrads(idx["By"], grad_By, touched["By"], zero)}
+        counts = weight[0, active.type.shape[0]:]
+        share = pt.switch(counts > 0, 1 / pt.maximum(counts, 1), 0)
+        gram = hidden @ hidden.T  # a column's gradient for Wy is hidden^T g: squared norm g^T (hidden hidden^T) g
+        norm_Wy = (pt.sum(pt.switch(active, pt.sum((gram @ grad_targets) * grad_targets, axis=0), 0))
+                   + pt.sum(pt.sum((gram @ grad_items) * grad_items, axis=0) * share))
+        norm_By = (pt.sum(pt.switch(active, pt.sum(grad_targets, axis=0) ** 2, 0))
+                   + pt.sum(pt.sum(grad_items, axis=0) ** 2 * share))
+        if grad_x is not None:  # shared embedding: the input rows' gradients are occurrences too
+            norm_Wy = norm_Wy + pt.sum(pt.switch(in_touched[:, None], grad_x, 0) ** 2)
+        return {"Wy": MatrixGrads(idx["Wy"], grad_Wy, touched["Wy"], norm_Wy),
+                "By": MatrixGrads(idx["By"], grad_By, touched["By"], norm_By)}
 
     @staticmethod
     def _whole_output_grads(cfg, idx, touched, hidden, col_active, in_touched, grad_Wy, grad_scores, grad_x=None):

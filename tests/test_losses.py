@@ -91,6 +91,33 @@ def test_masked_columns_are_excluded_exactly(compiled_losses, loss, smoothing):
         np.testing.assert_array_equal(np.asarray(grad2)[valid], np.asarray(grad)[valid])
 
 
+def _compiled_weighted_loss(loss, smoothing, mode):
+    scores, pos, weight = pt.dmatrix("scores"), pt.matrix("pos", dtype="bool"), pt.dmatrix("weight")
+    rows = gru4rec.loss_rows(loss, scores, pos, weight, smoothing, BPREG)
+    return _function([scores, pos, weight], [rows, pt.grad(pt.sum(rows), scores)], mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("loss,smoothing", LOSS_CASES)
+def test_a_column_of_weight_c_is_c_copies_of_it(loss, smoothing, mode):
+    """Column weights (how the whole-matrix path scores a sample that drew items repeatedly) against
+    the same columns written out as copies, by brute force: the same loss, and each weighted
+    column's gradient is the sum of its copies' gradients."""
+    rng = np.random.default_rng(5)
+    scores = rng.normal(0, 1.5, (3, 6))  # 3 in-batch columns, 3 items
+    pos = np.eye(3, 6, dtype=bool)
+    counts = np.tile([1.0, 1.0, 1.0, 2.0, 0.0, 3.0], (3, 1))
+    copies = np.repeat(np.arange(6), counts[0].astype(int))  # columns 0, 1, 2, 3, 3, 5, 5, 5
+    fn = _compiled_loss(loss, smoothing, mode)
+    want_rows, want_grad = fn(scores[:, copies], pos[:, copies], counts[:, copies] > 0, np.ones(3))
+    rows, grad = _compiled_weighted_loss(loss, smoothing, mode)(scores, pos, counts)
+    np.testing.assert_allclose(np.asarray(rows), np.asarray(want_rows), rtol=1e-12, atol=1e-14)
+    summed = np.zeros_like(scores)
+    np.add.at(summed.T, copies, np.asarray(want_grad).T)
+    np.testing.assert_allclose(np.asarray(grad), summed, rtol=1e-10, atol=1e-14)
+    assert np.all(np.asarray(grad)[:, counts[0] == 0] == 0)
+
+
 @pytest.mark.parametrize("loss", ["top1-max", "bpr-max"])
 def test_row_without_negatives_has_zero_loss_and_gradient(compiled_losses, loss):
     # n_sample=0 and one slot left at the end of an epoch: the row has no negative at all

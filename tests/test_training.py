@@ -48,9 +48,9 @@ STEP_INPUTS = [[A, A, D], [B, C]]  # the active slots of each step
 STEP_TARGETS = [[B, C, A], [C, B]]
 
 STEP_CONFIGS = {
-    "xe_logq_momentum_shared": dict(
+    "xe_logq_smoothing_momentum_shared": dict(
         loss="cross-entropy", final_act="softmax", layers=(4, 3), constrained_embedding=True, logq=1.0,
-        sample_alpha=0.5, momentum=0.5, learning_rate=0.1, n_sample=5, steps_per_call=2),
+        sample_alpha=0.5, smoothing=0.1, momentum=0.5, learning_rate=0.1, n_sample=5, steps_per_call=2),
     "bprmax_separate_l2_rmsprop": dict(
         loss="bpr-max", final_act="elu-1", layers=(4,), embedding=3, bpreg=0.5, lmbd=0.05,
         adapt="rmsprop", learning_rate=0.05, n_sample=5, sample_alpha=1.0, steps_per_call=1),
@@ -73,17 +73,20 @@ STEP_CONFIGS = {
 }
 
 
-# How each configuration writes its item matrices (item_update): both ways cover each embedding mode;
-# tests/test_conformance.py checks both for every optimiser
-ITEM_UPDATE = {"xe_logq_momentum_shared": "rows", "bprmax_separate_l2_rmsprop": "matrix",
-               "none_smoothing_gradcap": "rows", "top1_adagrad_l2_gradcap_momentum_shared": "matrix",
-               "bpr_adadelta_l2_separate": "rows", "top1max_adam_l2_momentum_none": "matrix",
-               "bprmax_sgd_l2_gradcap_momentum_shared": "rows"}
+# How each configuration writes its item matrices (item_update): the rows path and the whole-matrix
+# path each cover every embedding mode; with sampled negatives the whole path scores them as counts
+# over the catalogue (weighted columns), without them it takes the in-batch columns from the product.
+# tests/test_conformance.py checks both writes for every optimiser.
+STEP_CASES = [("xe_logq_smoothing_momentum_shared", "rows"), ("xe_logq_smoothing_momentum_shared", "matrix"),
+              ("bprmax_separate_l2_rmsprop", "matrix"), ("none_smoothing_gradcap", "rows"),
+              ("none_smoothing_gradcap", "matrix"), ("top1_adagrad_l2_gradcap_momentum_shared", "rows"),
+              ("bpr_adadelta_l2_separate", "rows"), ("top1max_adam_l2_momentum_none", "matrix"),
+              ("bprmax_sgd_l2_gradcap_momentum_shared", "matrix")]
 
 
-@pytest.fixture(scope="module", params=list(STEP_CONFIGS))
+@pytest.fixture(scope="module", params=STEP_CASES, ids=[f"{name}-{how}" for name, how in STEP_CASES])
 def stepped(request):
-    name, how = request.param, ITEM_UPDATE[request.param]
+    name, how = request.param
     params = dict(STEP_CONFIGS[name], batch_size=3, sample_store=1000, item_update=how)
     model, init = fit_capturing_init(STEP_DATA, **params)
     return f"{name} ({how})", params, model, init
