@@ -705,7 +705,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             n_steps=K, strict=True, return_updates=False)
         updates = {variables[n]: out if n == "rng" else out[-1] for n, out in zip(names, outputs[:-1])}
         self._train_vars = train_vars
-        return compile_fn(seqs, outputs[-1], updates)
+        return compile_fn(seqs, outputs[-1], updates, reuse=True)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):

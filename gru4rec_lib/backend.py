@@ -15,11 +15,14 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode, get_mode
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.jax.dispatch import jax_funcify
 from pytensor.link.jax.linker import JAXLinker
 from pytensor.tensor.type import TensorType
+
+from gru4rec_lib import programs
 
 logger = logging.getLogger(__name__)
 FLOATX = "float32"
@@ -37,12 +40,17 @@ class DonatingJAXLinker(JAXLinker):
         self.donate = donate
         super().__init__(*args, **kwargs)
 
+    def fgraph_convert(self, fgraph, *args, **kwargs):
+        # the names of the shared inputs by position, before the RNGs are replaced by unnamed copies
+        self.original_names = {i: var.name for i, var in enumerate(fgraph.inputs) if isinstance(var, SharedVariable)}
+        return super().fgraph_convert(fgraph, *args, **kwargs)
+
     def jit_compile(self, fn):
         import jax
 
         updated = set((self.fgraph.update_mapping or {}).values()) - set(self.scalar_shape_inputs)
-        jitted = jax.jit(fn, static_argnums=self.scalar_shape_inputs,
-                         donate_argnums=tuple(sorted(updated)) if self.donate else ())
+        self.raw_function, self.donated = fn, tuple(sorted(updated)) if self.donate else ()
+        jitted = jax.jit(fn, static_argnums=self.scalar_shape_inputs, donate_argnums=self.donated)
 
         def call(*args):
             # 32-bit JAX even where another PyTensor graph switched the process-wide x64 flag on;
@@ -62,9 +70,24 @@ def float32_graph(method):
     return wrapper
 
 
-def compile_fn(inputs, outputs, updates=None, donate=True):
-    """Compile with the JAX linker (donating updated buffers) and float32 as floatX."""
+def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False):
+    """Compile with the JAX linker (donating updated buffers) and float32 as floatX.
+
+    With `reuse` (and the compilation cache on), the compiled program is kept in the cache
+    folder and a later compile of an equal graph loads it instead of rewriting the graph
+    (`gru4rec_lib.programs`); the result is then a `programs.Program`, called the same way.
+    """
     _default_compilation_cache()
+    folder = programs_folder() if reuse else None
+    key = None
+    if folder:
+        try:
+            key = programs.fingerprint(inputs, outputs, updates, donate)
+        except programs.Uncacheable as err:
+            logger.debug("compiled program not kept: %s", err)
+        loaded = key and programs.load(folder, key, inputs, outputs, updates)
+        if loaded:
+            return loaded
     base = get_mode("JAX")
     mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=base.optimizer)
     with warnings.catch_warnings(), _own_temporary_folder():
@@ -72,7 +95,26 @@ def compile_fn(inputs, outputs, updates=None, donate=True):
         warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
         fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
     fn.trust_input = True  # inputs are built by this module with the right dtypes
+    if key and not fn.maker.linker.scalar_shape_inputs:
+        return programs.from_function(fn, folder, key, single=not isinstance(outputs, (list, tuple)))
     return fn
+
+
+def programs_folder():
+    """Where compiled programs are kept: a folder in JAX's compilation cache folder, or None when
+    the cache is off."""
+    import jax
+
+    cache = jax.config.jax_compilation_cache_dir
+    if not cache:
+        return None
+    folder = Path(cache) / "gru4rec-programs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        logger.warning("compiled programs not kept: %s", err)
+        return None
+    return folder
 
 
 @contextlib.contextmanager

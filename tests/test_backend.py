@@ -114,3 +114,76 @@ def test_fit_and_evaluation_leave_no_generated_source_files_in_the_temporary_fol
     evaluation.evaluate(model, events, cutoffs=(5,))
     model.recommend(["s"], [events.ItemId.iloc[0]], k=3)
     assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)
+
+
+# --- compiled programs kept in the cache folder: a later fit of the same graph skips PyTensor's rewriting ---
+
+PROGRAM_FIT = dict(layers=(4,), n_epochs=2, n_sample=3, batch_size=4, dropout_p_hidden=0.3, momentum=0.2,
+                   show_progress=False, seed=3)
+
+
+def _fit_logged(events, caplog, **params):
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="gru4rec_lib.programs"):
+        model = gru4rec.GRU4Rec(**{**PROGRAM_FIT, **params}).fit(events)
+    return model, [r.getMessage() for r in caplog.records if r.name == "gru4rec_lib.programs"]
+
+
+def _programs(folder):
+    return sorted((folder / "gru4rec-programs").glob("*.gru4rec-program"))
+
+
+def test_a_fit_of_the_same_graph_loads_the_saved_program_with_the_same_numbers(tmp_path, restore_jax_cache_config,
+                                                                                caplog):
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    backend.disable_compilation_cache()
+    plain = gru4rec.GRU4Rec(**PROGRAM_FIT).fit(events)  # compiled by PyTensor, nothing kept
+    backend.enable_compilation_cache(tmp_path)
+    first, log = _fit_logged(events, caplog)
+    assert [m.split(" to ")[0] for m in log] == ["compiled program saved"] and len(_programs(tmp_path)) == 1
+    saved = _programs(tmp_path)[0].read_bytes()
+    second, log = _fit_logged(events, caplog)
+    assert [m.split(" from ")[0] for m in log] == ["compiled program loaded"]
+    assert _programs(tmp_path)[0].read_bytes() == saved
+    for model in (first, second):  # dropout's random stream included
+        assert model.epoch_losses_ == plain.epoch_losses_
+        for key, value in plain.state_dict().items():
+            np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=key)
+    # the loaded program keeps training the same model: a retrain continues as the plain one does
+    plain.fit(events, retrain=True)
+    second.fit(events, retrain=True)
+    np.testing.assert_array_equal(second.state_dict()["Wy"], plain.state_dict()["Wy"])
+
+
+def test_another_graph_gets_its_own_program(tmp_path, restore_jax_cache_config, caplog):
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    backend.enable_compilation_cache(tmp_path)
+    _fit_logged(events, caplog)
+    _, log = _fit_logged(events, caplog, learning_rate=0.07)  # a constant of the graph changes
+    assert [m.split(" to ")[0] for m in log] == ["compiled program saved"]
+    fewer = synthetic.generate_sessions(n_sessions=80, n_items=9, seed=2)
+    _, log = _fit_logged(fewer, caplog)  # fewer items: other shapes
+    assert [m.split(" to ")[0] for m in log] == ["compiled program saved"]
+    assert len(_programs(tmp_path)) == 3
+
+
+def test_a_damaged_program_file_is_ignored_and_replaced(tmp_path, restore_jax_cache_config, caplog):
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    backend.enable_compilation_cache(tmp_path)
+    reference, _ = _fit_logged(events, caplog)
+    path = _programs(tmp_path)[0]
+    good = path.read_bytes()
+    for damaged in (good[: len(good) // 2], b"not a program", good[:-1] + bytes([good[-1] ^ 1])):
+        path.write_bytes(damaged)
+        model, log = _fit_logged(events, caplog)
+        assert log[0].startswith("ignoring the saved program") and log[1].startswith("compiled program saved")
+        assert model.epoch_losses_ == reference.epoch_losses_
+        _, log = _fit_logged(events, caplog)
+        assert [m.split(" from ")[0] for m in log] == ["compiled program loaded"]  # the file was replaced
+
+
+def test_no_program_is_kept_with_the_cache_off(tmp_path, restore_jax_cache_config, caplog):
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    backend.disable_compilation_cache()
+    _, log = _fit_logged(events, caplog)
+    assert log == [] and backend.programs_folder() is None

@@ -1,0 +1,277 @@
+"""Compiled training programs kept on disk, so that a later fit skips PyTensor's graph rewriting.
+
+JAX's persistent compilation cache keeps XLA's machine code, but each fit still builds and
+rewrites its PyTensor graph (about a second on a CPU, the largest part of a warm start). Here a
+function's JAX program, as PyTensor compiled it, is exported (`jax.export`: StableHLO, serialised
+as data; loading it runs no code of the file) into the compilation cache folder, named by a
+fingerprint of the graph before rewriting. A later compile of an equal graph loads it and runs
+it directly: the same program, so the same numbers, and XLA finds its machine code in the cache.
+
+The fingerprint covers every operation with its properties, every constant's bytes, every
+variable's type, the shared variables' names, and the versions of PyTensor, JAX and this
+package (its source files' contents), so a changed graph or library never loads an old program.
+A file that fails to load is ignored (the function is compiled as usual) and replaced.
+"""
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.fg import FunctionGraph
+from pytensor.graph.traversal import graph_inputs, toposort
+
+logger = logging.getLogger(__name__)
+FORMAT = 1
+SUFFIX = ".gru4rec-program"
+
+
+class Uncacheable(Exception):
+    """The graph holds something without a stable description: compile it as usual."""
+
+
+def _package_digest():
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted([*root.glob("*.py"), root.parent / "gru4rec.py"]):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _versions():
+    import jax
+    import jaxlib
+    import pytensor
+
+    return f"format {FORMAT}; pytensor {pytensor.__version__}; jax {jax.__version__}; jaxlib {jaxlib.__version__}"
+
+
+def _describe_value(value, inner):
+    """A stable text for an operation's property (an Op or graph described recursively)."""
+    if isinstance(value, FunctionGraph):
+        return inner(value.inputs, value.outputs)
+    if hasattr(value, "make_node") or hasattr(value, "impl"):  # an Op or a scalar Op
+        return _describe_op(value, inner)
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(_describe_value(v, inner) for v in value) + ")"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_describe_value(v, inner)}" for k, v in sorted(value.items(), key=str)) + "}"
+    if isinstance(value, np.ndarray):
+        return f"array({value.dtype},{value.shape},{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()})"
+    text = repr(value)
+    if " at 0x" in text:
+        raise Uncacheable(text)
+    return text
+
+
+def _describe_op(op, inner):
+    kind = f"{type(op).__module__}.{type(op).__qualname__}"
+    props = getattr(op, "__props__", None)
+    if props is not None:
+        parts = [f"{name}={_describe_value(getattr(op, name), inner)}" for name in props]
+    else:  # Scan and other ops that define equality themselves
+        parts = [f"{name}={_describe_value(getattr(op, name), inner)}"
+                 for name in ("info", "truncate_gradient", "name", "allow_gc", "profile") if hasattr(op, name)]
+        if not parts and not isinstance(getattr(op, "fgraph", None), FunctionGraph):
+            raise Uncacheable(kind)
+    fgraph = getattr(op, "fgraph", None)
+    if isinstance(fgraph, FunctionGraph):
+        parts.append("inner=" + inner(fgraph.inputs, fgraph.outputs))
+    return kind + "[" + ";".join(parts) + "]"
+
+
+def _describe_graph(inputs, outputs):
+    """Text of a graph: its root variables, then every node in topological order."""
+    names, lines = {}, []
+
+    def name_of(var):
+        if var not in names:
+            names[var] = f"v{len(names)}"
+            if var.owner is None:
+                lines.append(f"{names[var]} = {_describe_root(var, inputs)}")
+        return names[var]
+
+    for node in toposort(outputs, blockers=inputs):
+        args = ",".join(name_of(v) for v in node.inputs)
+        outs = []
+        for out in node.outputs:
+            names[out] = f"v{len(names)}"
+            outs.append(f"{names[out]}:{out.type}")
+        lines.append(f"{','.join(outs)} = {_describe_op(node.op, _describe_graph)}({args})")
+    lines.append("out " + ",".join(name_of(v) for v in outputs))
+    return "\n".join(lines)
+
+
+def _describe_root(var, inputs):
+    if isinstance(var, Constant):
+        data = np.asarray(var.data)
+        return f"const {var.type} {_describe_value(data, None)}"
+    if isinstance(var, SharedVariable):
+        return f"shared {var.name!r} {var.type}"
+    for position, inp in enumerate(inputs):
+        if var is inp:
+            return f"input {position} {var.type}"
+    raise Uncacheable(f"root variable {var} is neither an input, a constant nor shared")
+
+
+def fingerprint(inputs, outputs, updates, donate):
+    """Hex digest naming the program of ``pytensor.function(inputs, outputs, updates=updates)``."""
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    pairs = list(updates.items()) if updates else []
+    roots = outputs + [value for _, value in pairs]
+    text = _describe_graph(list(inputs), roots)
+    text += "\nupdates " + ";".join(f"{var.name!r}<-{i}" for i, (var, _) in enumerate(pairs))
+    text += f"\ndonate {donate}\n{_versions()}\npackage {_package_digest()}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shared_variables(inputs, outputs, updates):
+    """The graph's shared variables by name; Uncacheable when a name is missing or repeated."""
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    roots = outputs + list((updates or {}).values()) + list((updates or {}).keys())
+    found = {}
+    for var in graph_inputs(roots):
+        if isinstance(var, SharedVariable):
+            if not var.name or found.get(var.name, var) is not var:
+                raise Uncacheable(f"shared variable name {var.name!r} is not unique")
+            found[var.name] = var
+    return found
+
+
+class Program:
+    """A compiled function run as an exported JAX program, with PyTensor's calling convention:
+    called with the explicit inputs, it reads the shared variables' storage, writes their
+    updates back, and returns the explicit outputs (one value when the function has one)."""
+
+    def __init__(self, call, n_inputs, cells, update_cells, n_outputs, single):
+        self._call, self._n_inputs, self._cells = call, n_inputs, cells
+        self._update_cells, self._n_outputs, self._single = update_cells, n_outputs, single
+        self.trust_input = True
+
+    def __call__(self, *args):
+        if len(args) != self._n_inputs:
+            raise TypeError(f"expected {self._n_inputs} inputs, got {len(args)}")
+        outputs = self._call(*args, *(cell[0] for cell in self._cells))
+        for cell, value in zip(self._update_cells, outputs[self._n_outputs:]):
+            cell[0] = value
+        return outputs[0] if self._single else list(outputs[:self._n_outputs])
+
+
+def _as_arrays(values):
+    """The call's arguments with Python and numpy scalars as arrays (a PyTensor RNG state holds
+    some): an exported program takes fixed types, and the state it returns is made of arrays."""
+    import jax
+
+    return jax.tree.map(lambda x: np.asarray(x) if np.isscalar(x) or isinstance(x, np.generic) else x, values)
+
+
+def _jit(exported, donated):
+    import jax
+
+    jitted = jax.jit(exported.call, donate_argnums=tuple(donated))
+
+    def call(*args):
+        with jax.enable_x64(False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+            return jitted(*args)
+    return call
+
+
+def load(folder, key, inputs, outputs, updates):
+    """The `Program` saved under `key` in `folder`, or None (missing, unreadable or not matching)."""
+    import jax
+    from pytensor.link.jax.dispatch import jax_typify
+    from pytensor.tensor.random.type import RandomType
+
+    path = Path(folder) / (key + SUFFIX)
+    try:
+        blob = path.read_bytes()
+        head, _, body = blob.partition(b"\n")
+        meta = json.loads(head)
+        if meta.get("format") != FORMAT or meta.get("key") != key:
+            raise ValueError(f"written for another format or graph ({meta.get('format')}, {meta.get('key')})")
+        if meta.get("n_inputs") != len(inputs):
+            raise ValueError(f"it takes {meta.get('n_inputs')} inputs, the graph {len(inputs)}")
+        if meta.get("sha256") != hashlib.sha256(body).hexdigest():
+            raise ValueError("its content does not match its checksum (a damaged or partial file)")
+        exported = jax.export.deserialize(bytearray(body))
+        shared = shared_variables(inputs, outputs, updates)
+        cells = []
+        for name in meta["shared"]:
+            var = shared[name]
+            # PyTensor's JAX linker runs on a converted copy of an RNG's state; so does this
+            cells.append([jax_typify(var.get_value(borrow=False))] if isinstance(var.type, RandomType)
+                         else var.container.storage)
+        cells_by_name = dict(zip(meta["shared"], cells))
+        update_cells = [cells_by_name[name] for name in meta["updated"]]
+    except Exception as err:  # noqa: BLE001 (whatever is wrong with the file, compile as usual)
+        if not isinstance(err, FileNotFoundError):
+            logger.warning("ignoring the saved program %s: %s", path, err)
+        return None
+    for cell in cells:
+        cell[0] = _as_arrays(cell[0])
+    logger.debug("compiled program loaded from %s", path)
+    return Program(_jit(exported, meta["donated"]), meta["n_inputs"], cells, update_cells, meta["n_outputs"],
+                   meta["single"])
+
+
+def from_function(fn, folder, key, single):
+    """A `Program` running PyTensor function `fn` (JAX linker): at its first call it exports the
+    program to `folder` under `key`, then runs it as `load` would, so a later process compiles
+    exactly the same XLA program (and finds it in XLA's cache)."""
+    import jax
+
+    maker, linker = fn.maker, fn.maker.linker
+    fgraph = maker.fgraph
+    n_inputs = sum(1 for inp in maker.inputs if not inp.shared)
+    thunk = fn.vm  # the JAX linker's one thunk: .inputs are the storage cells of fgraph.inputs
+    cells = thunk.inputs[n_inputs:]
+    updated_positions = [fgraph.update_mapping[o] for o in sorted(fgraph.update_mapping)]
+    n_outputs = len(fgraph.outputs) - len(updated_positions)
+    update_cells = [thunk.inputs[i] for i in updated_positions]
+    state = {}
+
+    def first_call(*values):
+        for cell in cells:
+            cell[0] = _as_arrays(cell[0])
+        values = [*values[:n_inputs], *(cell[0] for cell in cells)]
+        with jax.enable_x64(False), warnings.catch_warnings():  # as the linker's own calls
+            warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+            exported = jax.export.export(jax.jit(linker.raw_function))(*values)
+        donated = sorted(linker.donated)
+        # the RNG copy the linker made has no name: name it after the original variable
+        meta = {"format": FORMAT, "key": key, "n_inputs": n_inputs, "n_outputs": n_outputs, "single": single,
+                "shared": [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))],
+                "donated": donated}
+        meta["updated"] = [meta["shared"][i - n_inputs] for i in updated_positions]
+        body = bytes(exported.serialize())
+        meta["sha256"] = hashlib.sha256(body).hexdigest()
+        _write(Path(folder) / (key + SUFFIX), json.dumps(meta).encode() + b"\n" + body)
+        logger.debug("compiled program saved to %s", Path(folder) / (key + SUFFIX))
+        state["call"] = _jit(exported, donated)
+        return state["call"](*values)
+
+    def call(*values):
+        return (state.get("call") or first_call)(*values)
+
+    return Program(call, n_inputs, cells, update_cells, n_outputs, single)
+
+
+def _write(path, data):
+    """Write atomically: a temporary file in the same folder, renamed over `path`."""
+    temporary = None
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except OSError as err:
+        logger.warning("could not save the compiled program to %s: %s", path, err)
+        if temporary and os.path.exists(temporary):
+            os.unlink(temporary)
