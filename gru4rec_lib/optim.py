@@ -248,11 +248,30 @@ def grad_norm2(dense_grads, row_grads):
     return total
 
 
+def all_finite(values, keep=None):
+    """Whether every entry of `values` is finite, where `keep` ((n_rows,) bool; None: everywhere)
+    holds. Arrays of one shape share one pass: the largest magnitude over all of them is finite
+    exactly when each entry is (abs and max carry inf and NaN through), so the check reads each
+    array once and makes no boolean copy of it."""
+    by_shape = {}
+    for i, value in enumerate(values):  # a shape not known statically is a group of its own
+        shape = value.type.shape
+        by_shape.setdefault(shape if None not in shape else i, []).append(value)
+    checks = []
+    for group in by_shape.values():
+        largest = pt.abs(group[0])
+        for value in group[1:]:
+            largest = pt.maximum(largest, pt.abs(value))
+        if keep is not None:
+            largest = pt.switch(keep.reshape((-1,) + (1,) * (largest.ndim - 1)), largest, 0)
+        checks.append(pt.isfinite(pt.max(largest)))
+    return checks
+
+
 def _rows_finite(new, share):
     """Whether the new values of the touched rows (parameter and state) are finite (`row_values`'
     results; rows no touched occurrence changes are not checked)."""
-    untouched = share <= 0
-    return [pt.all(pt.isfinite(v) | (untouched.reshape((-1,) + (1,) * (v.ndim - 1)))) for v in new.values()]
+    return all_finite(new.values(), share > 0)
 
 
 def matrix_update(opt, name, full, idx, grad, touched, state, summed=False):
@@ -318,7 +337,7 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     for name, grad in dense_grads.items():
         keys = opt.state_keys(name, sparse=False)
         dense_values[name] = dense_update(opt, name, state[name], grad * scale, {k: state[k] for k in keys}, step)
-        finite += [pt.all(pt.isfinite(v)) for v in dense_values[name].values()]
+        finite += all_finite(dense_values[name].values())
     row_new, masked = {}, {}
     for name, r in row_grads.items():
         row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
@@ -327,7 +346,7 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
             values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
                                          summed=whole)
             masked[name] = values, mask, row_state
-            finite += [pt.all(pt.isfinite(v) | ~_keep_unmasked(mask, v)) for v in values.values()]
+            finite += all_finite(values.values(), mask.flatten())
             continue
         grad, share = coalesce(r.idx, r.grad * scale, r.touched)
         row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)

@@ -235,3 +235,27 @@ def test_device_top_k_equals_a_full_sort_of_predict_next_batch_scores(model):
         assert list(model.item_map_.indices(ids[row])) == list(np.argsort(-full[row], kind="stable")) or \
             np.allclose(full[row][model.item_map_.indices(ids[row])], scores[row], rtol=1e-5)
     model.end_sessions()
+
+
+def test_finiteness_check_finds_any_inf_or_nan_in_the_kept_rows_only():
+    import pytensor
+    import pytensor.tensor as pt
+
+    from gru4rec_lib import optim
+
+    a, b, v = pt.matrix("a", shape=(3, 2)), pt.matrix("b", shape=(3, 2)), pt.vector("v", shape=(3,))
+    keep = pt.vector("keep", shape=(3,), dtype="bool")
+    check = pytensor.function([a, b, v, keep], pt.all(pt.stack(optim.all_finite([a, b, v], keep))), mode="JAX")
+    ok = np.ones((3, 2), np.float32)
+    rows = np.array([True, False, True])
+    assert check(ok, ok, np.ones(3, np.float32), rows)
+    for bad in (np.inf, -np.inf, np.nan):
+        for row, expected in ((0, False), (1, True), (2, False)):  # row 1 is not kept: not checked
+            broken = ok.copy()
+            broken[row, 1] = bad
+            assert bool(check(ok, broken, np.ones(3, np.float32), rows)) is expected, (bad, row)
+            vector = np.ones(3, np.float32)
+            vector[row] = bad
+            assert bool(check(ok, ok, vector, rows)) is expected, (bad, row)
+    huge = np.full((3, 2), 3e38, np.float32)  # finite however large: no false alarm from overflow
+    assert check(huge, huge, np.full(3, 3e38, np.float32), np.ones(3, bool))
