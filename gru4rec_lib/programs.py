@@ -163,12 +163,18 @@ class Program:
         return outputs[0] if self._single else list(outputs[:self._n_outputs])
 
 
-def _as_arrays(values):
-    """The call's arguments with Python and numpy scalars as arrays (a PyTensor RNG state holds
-    some): an exported program takes fixed types, and the state it returns is made of arrays."""
+def _on_device(cells):
+    """The shared values with every leaf a JAX array on the state's device (a PyTensor RNG state
+    holds Python and numpy scalars and arrays): the first call then has the types and placement
+    of the values the program itself returns, so it is compiled once, not again at the second call."""
     import jax
 
-    return jax.tree.map(lambda x: np.asarray(x) if np.isscalar(x) or isinstance(x, np.generic) else x, values)
+    leaves = [leaf for cell in cells for leaf in jax.tree.leaves(cell[0])]
+    device = next((next(iter(leaf.devices())) for leaf in leaves if isinstance(leaf, jax.Array)), None)
+    with jax.enable_x64(False):
+        for cell in cells:
+            cell[0] = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x), device),
+                                   cell[0])
 
 
 def _jit(exported, donated):
@@ -214,8 +220,7 @@ def load(folder, key, inputs, outputs, updates):
         if not isinstance(err, FileNotFoundError):
             logger.warning("ignoring the saved program %s: %s", path, err)
         return None
-    for cell in cells:
-        cell[0] = _as_arrays(cell[0])
+    _on_device(cells)
     logger.debug("compiled program loaded from %s", path)
     return Program(_jit(exported, meta["donated"]), meta["n_inputs"], cells, update_cells, meta["n_outputs"],
                    meta["single"])
@@ -238,8 +243,7 @@ def from_function(fn, folder, key, single):
     state = {}
 
     def first_call(*values):
-        for cell in cells:
-            cell[0] = _as_arrays(cell[0])
+        _on_device(cells)
         values = [*values[:n_inputs], *(cell[0] for cell in cells)]
         with jax.enable_x64(False), warnings.catch_warnings():  # as the linker's own calls
             warnings.filterwarnings("ignore", message="Explicitly requested dtype")
