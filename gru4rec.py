@@ -1018,7 +1018,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         values = outputs[-1]  # (K, B)
         totals = pt.stack(reduction.total(values, seqs[3], pt)).astype(FLOATX)
         updates = {var: out[-1] for var, out in zip(hidden, outputs[:-1])}
-        return compile_fn(seqs + cand, [totals, values] if keep_values else [totals], updates), hidden
+        return compile_fn(seqs + cand, [totals, values] if keep_values else [totals], updates, reuse=True), hidden
 
     def _target_scores(self, hidden_last, target_idx, cand_idx=None, cand_pos=None):
         """Scores (B, C) of all items or the candidates, each target's score (B,), and whether it is scored."""

@@ -122,6 +122,9 @@ def _describe_root(var, inputs):
 
 def fingerprint(inputs, outputs, updates, donate):
     """Hex digest naming the program of ``pytensor.function(inputs, outputs, updates=updates)``."""
+    dynamic = [var.name for var in inputs if None in getattr(var.type, "shape", (None,))]
+    if dynamic:  # an exported program has the shapes it was exported with
+        raise Uncacheable(f"inputs without a static shape: {dynamic}")
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     pairs = list(updates.items()) if updates else []
     roots = outputs + [value for _, value in pairs]

@@ -69,7 +69,7 @@ class SampleStore:
         rng, keep = pt.random.uniform(size=self.shape, rng=rng, return_next_rng=True)
         column = column.astype("int32")
         drawn = pt.switch(keep < accept[column], column, alias[column]).astype("int32")
-        return compile_fn([], [], {self.var: drawn, self._rng: rng})
+        return compile_fn([], [], {self.var: drawn, self._rng: rng}, reuse=True)
 
     def compile(self):
         """Compile the refill function now (else the first refill does)."""

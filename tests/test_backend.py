@@ -133,23 +133,28 @@ def _programs(folder):
     return sorted((folder / "gru4rec-programs").glob("*.gru4rec-program"))
 
 
-def test_a_fit_of_the_same_graph_loads_the_saved_program_with_the_same_numbers(tmp_path, restore_jax_cache_config,
-                                                                                caplog):
+def _kinds(log):
+    """'saved' / 'loaded' / 'ignoring' per message."""
+    return [m.split()[2] if m.startswith("compiled program") else m.split()[0] for m in log]
+
+
+def test_a_fit_of_the_same_graph_loads_the_saved_programs_with_the_same_numbers(tmp_path, restore_jax_cache_config,
+                                                                                 caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
     backend.disable_compilation_cache()
     plain = gru4rec.GRU4Rec(**PROGRAM_FIT).fit(events)  # compiled by PyTensor, nothing kept
     backend.enable_compilation_cache(tmp_path)
     first, log = _fit_logged(events, caplog)
-    assert [m.split(" to ")[0] for m in log] == ["compiled program saved"] and len(_programs(tmp_path)) == 1
-    saved = _programs(tmp_path)[0].read_bytes()
+    saved = {path: path.read_bytes() for path in _programs(tmp_path)}
+    assert set(_kinds(log)) == {"saved"} and len(log) == len(saved) >= 2  # training and the sample store
     second, log = _fit_logged(events, caplog)
-    assert [m.split(" from ")[0] for m in log] == ["compiled program loaded"]
-    assert _programs(tmp_path)[0].read_bytes() == saved
-    for model in (first, second):  # dropout's random stream included
+    assert _kinds(log) == ["loaded"] * len(saved)
+    assert {path: path.read_bytes() for path in _programs(tmp_path)} == saved
+    for model in (first, second):  # dropout's random stream and the negative samples included
         assert model.epoch_losses_ == plain.epoch_losses_
         for key, value in plain.state_dict().items():
             np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=key)
-    # the loaded program keeps training the same model: a retrain continues as the plain one does
+    # the loaded programs keep training the same model: a retrain continues as the plain one does
     plain.fit(events, retrain=True)
     second.fit(events, retrain=True)
     np.testing.assert_array_equal(second.state_dict()["Wy"], plain.state_dict()["Wy"])
@@ -158,28 +163,28 @@ def test_a_fit_of_the_same_graph_loads_the_saved_program_with_the_same_numbers(t
 def test_another_graph_gets_its_own_program(tmp_path, restore_jax_cache_config, caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
     backend.enable_compilation_cache(tmp_path)
-    _fit_logged(events, caplog)
-    _, log = _fit_logged(events, caplog, learning_rate=0.07)  # a constant of the graph changes
-    assert [m.split(" to ")[0] for m in log] == ["compiled program saved"]
+    _, log = _fit_logged(events, caplog)
+    n_first = len(log)
+    _, log = _fit_logged(events, caplog, learning_rate=0.07)  # a constant of the training graph changes
+    assert _kinds(log).count("saved") == 1 and len(_programs(tmp_path)) == n_first + 1
     fewer = synthetic.generate_sessions(n_sessions=80, n_items=9, seed=2)
-    _, log = _fit_logged(fewer, caplog)  # fewer items: other shapes
-    assert [m.split(" to ")[0] for m in log] == ["compiled program saved"]
-    assert len(_programs(tmp_path)) == 3
+    _, log = _fit_logged(fewer, caplog)  # fewer items: other shapes everywhere
+    assert set(_kinds(log)) == {"saved"} and len(_programs(tmp_path)) == 2 * n_first + 1
 
 
 def test_a_damaged_program_file_is_ignored_and_replaced(tmp_path, restore_jax_cache_config, caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
     backend.enable_compilation_cache(tmp_path)
     reference, _ = _fit_logged(events, caplog)
-    path = _programs(tmp_path)[0]
+    path = max(_programs(tmp_path), key=lambda p: p.stat().st_size)  # the training program
     good = path.read_bytes()
     for damaged in (good[: len(good) // 2], b"not a program", good[:-1] + bytes([good[-1] ^ 1])):
         path.write_bytes(damaged)
         model, log = _fit_logged(events, caplog)
-        assert log[0].startswith("ignoring the saved program") and log[1].startswith("compiled program saved")
+        assert sorted(_kinds(log)) == ["ignoring", "loaded", "saved"]
         assert model.epoch_losses_ == reference.epoch_losses_
         _, log = _fit_logged(events, caplog)
-        assert [m.split(" from ")[0] for m in log] == ["compiled program loaded"]  # the file was replaced
+        assert _kinds(log) == ["loaded", "loaded"]  # the file was replaced
 
 
 def test_no_program_is_kept_with_the_cache_off(tmp_path, restore_jax_cache_config, caplog):
@@ -187,3 +192,22 @@ def test_no_program_is_kept_with_the_cache_off(tmp_path, restore_jax_cache_confi
     backend.disable_compilation_cache()
     _, log = _fit_logged(events, caplog)
     assert log == [] and backend.programs_folder() is None
+
+
+def test_evaluation_loads_its_saved_program_with_the_same_numbers(tmp_path, restore_jax_cache_config, caplog):
+    import evaluation
+
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    backend.disable_compilation_cache()
+    model = gru4rec.GRU4Rec(**PROGRAM_FIT).fit(events)
+    plain = evaluation.evaluate(model, events, cutoffs=(1, 5))
+    backend.enable_compilation_cache(tmp_path)
+    results = []
+    for expected in ("saved", "loaded"):
+        copy = gru4rec.GRU4Rec(**PROGRAM_FIT).load_state_dict(model.state_dict(), item_ids=model.item_ids_)
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="gru4rec_lib.programs"):
+            results.append(evaluation.evaluate(copy, events, cutoffs=(1, 5)))
+        assert _kinds([r.getMessage() for r in caplog.records if r.name == "gru4rec_lib.programs"]) == [expected]
+    for result in results:
+        assert (result["recall"], result["mrr"]) == (plain["recall"], plain["mrr"])
