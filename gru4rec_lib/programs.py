@@ -49,7 +49,10 @@ def _versions():
     import jaxlib
     import pytensor
 
-    return f"format {FORMAT}; pytensor {pytensor.__version__}; jax {jax.__version__}; jaxlib {jaxlib.__version__}"
+    flags = {name: getattr(pytensor.config, name, None)  # settings that change PyTensor's rewriting
+             for name in ("floatX", "optimizer", "optimizer_excluding", "optimizer_including", "optimizer_requiring")}
+    return (f"format {FORMAT}; pytensor {pytensor.__version__}; jax {jax.__version__}; jaxlib {jaxlib.__version__}; "
+            f"flags {sorted(flags.items())}")
 
 
 def _describe_value(value, inner):
