@@ -617,7 +617,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                                                        in_touched, *grads[len(dense) + len(by_rows):])
         # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
         new = apply_gradients(Optimizer.from_config(cfg), cfg.grad_cap, state, dict(zip(dense, grads)), row_grads,
-                              loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update)
+                              loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update,
+                              branch=getattr(cfg.device, "platform", "cpu") == "cpu")
         new.update(carried)
         new["rng"] = rng
         stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN

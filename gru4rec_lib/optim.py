@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytensor.tensor as pt
+from pytensor.ifelse import ifelse
 
 from gru4rec_lib.backend import FLOATX
 
@@ -297,11 +298,12 @@ def matrix_update(opt, name, full, idx, grad, touched, state, summed=False):
     return out, mask
 
 
-def matrix_write(name, full, values, mask, state, apply):
+def matrix_write(name, full, values, mask, state):
     """An item matrix and its state after `matrix_update` ({key: new matrix}): the new values on
-    the masked (touched) rows, the old ones elsewhere; `apply` a scalar bool (False: nothing changes)."""
+    the masked (touched) rows, the old ones elsewhere (`apply_gradients` then keeps or drops the
+    whole step)."""
     old = {**state, name: full}
-    return {k: pt.switch(apply & _keep_unmasked(mask, v), v, old[k]) for k, v in values.items()}
+    return {k: pt.switch(_keep_unmasked(mask, v), v, old[k]) for k, v in values.items()}
 
 
 def use_matrix_update(item_update, n_rows, n_occurrences):
@@ -317,10 +319,14 @@ def _keep_unmasked(mask, value):
     return mask if value.ndim > 1 else mask.flatten()
 
 
-def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1, item_update="auto"):
+def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1, item_update="auto",
+                    branch=False):
     """New values of every parameter and state key after one step (the compile step collects them).
 
     `item_update` chooses per item matrix between the row path and `matrix_update` (same numbers).
+    Whether the step is applied chooses between the new and the old whole arrays: with `branch`
+    by one conditional (no pass over the arrays; faster on a CPU), else by an elementwise select
+    (a GPU would read a conditional's predicate back to the host at every step).
 
     `state`: key -> current value (parameters, optimiser states, "step", "ok"); `dense_grads`:
     name -> gradient; `row_grads`: name -> RowGrads. A step whose loss, gradient or any new value
@@ -345,8 +351,8 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         if whole or use_matrix_update(item_update, state[name].type.shape[0], r.idx.type.shape[0]):
             values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
                                          summed=whole)
-            masked[name] = values, mask, row_state
-            finite += all_finite(values.values(), mask.flatten())
+            masked[name] = matrix_write(name, state[name], values, mask, row_state)
+            finite += all_finite(masked[name].values())  # untouched rows hold their old, finite values
             continue
         grad, share = coalesce(r.idx, r.grad * scale, r.touched)
         row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)
@@ -357,10 +363,13 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         ok = ok & (pt.all(pt.stack(finite)) | ~enough)
     apply = ok & enough
     new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
-    for name, values in dense_values.items():
-        new.update({k: pt.switch(apply, v, state[k]) for k, v in values.items()})
-    for name, (values, mask, row_state) in masked.items():
-        new.update(matrix_write(name, state[name], values, mask, row_state, apply))
+    candidates = {k: v for values in [*dense_values.values(), *masked.values()] for k, v in values.items()}
+    if candidates and branch:
+        keys = list(candidates)
+        chosen = ifelse(apply, [candidates[k] for k in keys], [state[k] for k in keys])
+        new.update(zip(keys, chosen if isinstance(chosen, (list, tuple)) else [chosen]))
+    else:
+        new.update({k: pt.switch(apply, v, state[k]) for k, v in candidates.items()})
     for name, r in row_grads.items():
         if name in masked:
             continue

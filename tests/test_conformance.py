@@ -95,7 +95,7 @@ def _rows_path(opt, f_var, i_var, t_var, g_var, s_vars):
 
 def _matrix_path(opt, f_var, i_var, t_var, g_var, s_vars):
     values, mask = optim.matrix_update(opt, "E", f_var, i_var, g_var, t_var, s_vars)
-    return optim.matrix_write("E", f_var, values, mask, s_vars, pt.as_tensor_variable(np.array(True)))
+    return optim.matrix_write("E", f_var, values, mask, s_vars)
 
 
 @pytest.mark.parametrize("path", [_rows_path, _matrix_path], ids=["rows", "matrix"])
@@ -164,6 +164,43 @@ def test_grad_cap_norm_runs_over_occurrences_before_the_l2_term():
     want_e[2] -= 0.1 * (summed * scale + 0.5 * full[2])
     want_e[0] -= 0.1 * (occ_g[2] * scale + 0.5 * full[0])
     np.testing.assert_allclose(got_e, want_e, rtol=1e-6)
+
+
+@pytest.mark.parametrize("branch", [True, False], ids=["conditional", "select"])
+@pytest.mark.parametrize("how", ["rows", "matrix"])
+def test_a_step_with_a_non_finite_new_value_changes_nothing(branch, how):
+    """Both ways of keeping or dropping a step (one conditional on a CPU, a select on a GPU), with
+    the item matrix written by rows and whole: a finite step applies the update; one whose new
+    velocity overflows float32 leaves every array and the step counter as they were, and `ok`
+    turns false."""
+    opt = optim.Optimizer("adagrad", {"epsilon": 1e-6}, 0.1, 0.5, 0.0)
+    rng = np.random.default_rng(4)
+    dense, dense_g = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)
+    full, occ_g = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 3)).astype(np.float32)
+    idx = np.array([2, 0, 2], np.int32)
+    names = ["D", "acc/D", "velocity/D", "E", "acc/E", "velocity/E"]
+    variables = {k: pt.matrix(k.replace("/", "_"), dtype="float32", shape=(4 if k.endswith("E") else 2, 3))
+                 for k in names}
+    state = {**variables, "step": pt.as_tensor_variable(np.float32(0)), "ok": pt.as_tensor_variable(np.array(True))}
+    dg_var, g_var = pt.matrix("dg", dtype="float32", shape=(2, 3)), pt.matrix("g", dtype="float32", shape=(3, 3))
+    i_const = pt.as_tensor_variable(idx)
+    rows = optim.RowGrads(i_const, variables["E"][i_const], g_var, pt.as_tensor_variable(np.ones(3, bool)))
+    new = optim.apply_gradients(opt, 0.0, state, {"D": dg_var}, {"E": rows}, pt.as_tensor_variable(np.float32(1.0)),
+                                pt.as_tensor_variable(np.ones(2, bool)), item_update=how, branch=branch)
+    keys = [*names, "step", "ok"]
+    fn = pytensor.function([*variables.values(), dg_var, g_var], [new[k] for k in keys], mode="JAX")
+    values = {k: np.zeros_like(dense if k.endswith("D") else full) for k in names}
+    values.update(D=dense, E=full)
+    applied = dict(zip(keys, map(np.asarray, fn(*values.values(), dense_g, occ_g))))
+    assert bool(applied["ok"]) and float(applied["step"]) == 1.0
+    assert not np.allclose(applied["D"], dense) and not np.allclose(applied["E"][[0, 2]], full[[0, 2]])
+    np.testing.assert_array_equal(applied["E"][[1, 3]], full[[1, 3]])  # untouched rows
+    # E + 0.5 * velocity overflows float32 on the touched rows (both are finite before the step)
+    overflow = dict(values, **{"velocity/E": np.full_like(full, 3e38), "E": np.full_like(full, 3e38)})
+    dropped = dict(zip(keys, map(np.asarray, fn(*overflow.values(), dense_g, occ_g))))
+    assert not bool(dropped["ok"]) and float(dropped["step"]) == 0.0
+    for key in names:
+        np.testing.assert_array_equal(dropped[key], overflow[key], err_msg=key)
 
 
 def test_adadelta_runs_at_learning_rate_one_with_a_warning(caplog):
