@@ -1,4 +1,4 @@
-"""Compiled training programs kept on disk, so that a later fit skips PyTensor's graph rewriting.
+"""Compiled programs kept on disk, so that a later fit or evaluation skips PyTensor's graph rewriting.
 
 JAX's persistent compilation cache keeps XLA's machine code, but each fit still builds and
 rewrites its PyTensor graph (about a second on a CPU, the largest part of a warm start). Here a
@@ -12,6 +12,7 @@ variable's type, the shared variables' names, and the versions of PyTensor, JAX 
 package (its source files' contents), so a changed graph or library never loads an old program.
 A file that fails to load is ignored (the function is compiled as usual) and replaced.
 """
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.basic import Constant
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.traversal import graph_inputs, toposort
 
@@ -35,6 +36,7 @@ class Uncacheable(Exception):
     """The graph holds something without a stable description: compile it as usual."""
 
 
+@functools.lru_cache(maxsize=1)
 def _package_digest():
     digest = hashlib.sha256()
     root = Path(__file__).resolve().parent

@@ -4,7 +4,6 @@ One tiny model is fitted and saved for the module; damaged copies of its file ar
 """
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest

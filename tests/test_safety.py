@@ -7,7 +7,6 @@ import inspect
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import evaluation
