@@ -33,6 +33,7 @@ from gru4rec_lib.optim import (  # noqa: F401 (OPTIMIZER_DEFAULTS, OPTIMIZER_STA
     Optimizer,
     RowGrads,
     apply_gradients,
+    is_zero,
     use_matrix_update,
 )
 from gru4rec_lib.backend import (
@@ -135,7 +136,7 @@ def _weighted_sum(values, weight):
 
 def _smoothed(nll_pos, nll_all, weight, smoothing):
     """(1 - e*n/(n-1)) * nll_ii + e/(n-1) * sum_j nll_ij with n valid columns (# conformance: smoothing)."""
-    if not smoothing:
+    if is_zero(smoothing):
         return nll_pos
     n = pt.sum(weight, axis=1)
     return (1 - smoothing * n / (n - 1)) * nll_pos + smoothing / (n - 1) * _weighted_sum(nll_all, weight)
@@ -145,7 +146,7 @@ def cross_entropy(scores, pos, weight, smoothing=0.0):
     """-log(p_ii + 1e-24), p = softmax of the row over its valid columns (final_act softmax)."""
     probs = _masked_softmax(scores, weight)
     nll_pos = -pt.log(pt.sum(pt.switch(pos, probs, 0), axis=1) + 1e-24)  # a log per row, not per column
-    if not smoothing:
+    if is_zero(smoothing):
         return nll_pos
     return _smoothed(nll_pos, -pt.log(probs + 1e-24), weight, smoothing)
 
@@ -246,8 +247,10 @@ def gru_step(x_proj, hidden, Wh, hidden_act):
 
 
 def dropout(x, p, rng, shape):
-    """Inverted dropout with a static `shape` (JAX needs one); returns (next_rng, x_dropped)."""
-    if not p:
+    """Inverted dropout with a static `shape` (JAX needs one); returns (next_rng, x_dropped).
+
+    `p` is a number or a symbolic scalar (a graph input)."""
+    if is_zero(p):
         return rng, x
     next_rng, uniform = pt.random.uniform(size=shape, rng=rng, return_next_rng=True)
     return next_rng, apply_dropout(x, uniform >= p, p)
@@ -255,7 +258,9 @@ def dropout(x, p, rng, shape):
 
 def apply_dropout(x, keep, p):
     """x / (1 - p) where the mask `keep` is true, else 0 (x itself when p is 0)."""
-    return pt.switch(keep, x / np.float32(1 - p), 0).astype(FLOATX) if p else x
+    if is_zero(p):
+        return x
+    return pt.switch(keep, x / (np.float32(1 - p) if isinstance(p, float) else 1 - p), 0).astype(FLOATX)
 
 
 # ---------------------------------------------------------------- the model
@@ -511,12 +516,14 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
 
     # -- graph --------------------------------------------------------------------------------
     @staticmethod
-    def _forward(cfg, weights, x_rows, hidden, rng=None, training=False, keeps=None):
+    def _forward(cfg, weights, x_rows, hidden, rng=None, training=False, keeps=None, rates=None):
         """GRU layers from the looked-up input rows; returns (rng, new hidden states per layer).
 
         With training=True: dropout, and the batch size is cfg.batch_size. `keeps` (BPTT) gives
         the dropout masks instead of drawing them: {"embed": (B, emb) bool, layer: (B, h) bool}.
+        `rates` may give the dropout rates as symbolic scalars (`_run_time_inputs`).
         """
+        rates = rates or {}
         hidden_act = activation(cfg.hidden_act)
 
         def drop(x, p, key, shape, rng):
@@ -524,7 +531,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                 return rng, x
             if keeps is None:
                 return dropout(x, p, rng, shape)
-            return rng, apply_dropout(x, keeps[key], p) if p else x
+            return rng, x if is_zero(p) else apply_dropout(x, keeps[key], p)
 
         x, new_hidden = x_rows, []
         for layer, h in enumerate(hidden):
@@ -532,11 +539,13 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                 x_proj = x + weights["Bh_0"]  # the looked-up rows of Wx_0 are x . Wx_0 for a one-hot x
             else:
                 if layer == 0:
-                    rng, x = drop(x, cfg.dropout_p_embed, "embed", (cfg.batch_size, cfg.emb_size), rng)
+                    rng, x = drop(x, rates.get("dropout_p_embed", cfg.dropout_p_embed), "embed",
+                                  (cfg.batch_size, cfg.emb_size), rng)
                 x_proj = x @ weights[f"Wx_{layer}"] + weights[f"Bh_{layer}"]
             x = gru_step(x_proj, h, weights[f"Wh_{layer}"], hidden_act)
             # conformance: dropout; the dropped-out vector is the one carried as the next hidden state
-            rng, x = drop(x, cfg.dropout_p_hidden, layer, (cfg.batch_size, cfg.layers[layer]), rng)
+            rng, x = drop(x, rates.get("dropout_p_hidden", cfg.dropout_p_hidden), layer,
+                          (cfg.batch_size, cfg.layers[layer]), rng)
             new_hidden.append(x)
         return rng, new_hidden
 
@@ -548,7 +557,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         """One session-parallel training step (# conformance: schedule) as the inner function of `scan`."""
         n_state = len(names)
         state = dict(zip(names, args[:n_state]))
-        store, log_support, log_support_alpha = args[n_state:]
+        store, log_support, log_support_alpha, *inputs = args[n_state:]
+        knobs = dict(zip(self._run_time_names(cfg), inputs))  # hyperparameters given at run time
         hidden = [state[f"hidden_{i}"] for i in range(len(cfg.layers))]
         neg = store[sample_row] if cfg.n_sample else None
         out_idx = pt.concatenate([y_idx, neg]) if cfg.n_sample else y_idx  # (C,) C = B + n_sample
@@ -576,11 +586,11 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             rng, new_hidden, carried = self._bptt_forward(cfg, state, window, x_rows, hidden)
         else:
             hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
-            rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True)
+            rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True, rates=knobs)
             carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
         if counted:
             out_scores, weight = self._counted_scores(cfg, state, new_hidden[-1], y_idx, neg, active,
-                                                      log_support, log_support_alpha)
+                                                      log_support, log_support_alpha, knobs.get("logq"))
             scores = pt.concatenate(out_scores, axis=1)  # (B, B + N)
         else:
             if whole:
@@ -591,13 +601,14 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                 scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
             if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
                 log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
-                scores = scores - np.float32(cfg.logq) * log_q
+                scores = scores - knobs.get("logq", np.float32(cfg.logq)) * log_q
             weight = col_active[None, :] & pt.ones((batch_size, 1), dtype="bool")
         if LOSSES[cfg.loss] is None:
             scores = activation(cfg.final_act)(scores)
         n_cols = batch_size + (state["Wy"].type.shape[0] if counted else cfg.n_sample)
         pos = pt.as_tensor_variable(np.eye(batch_size, n_cols, dtype=bool))
-        per_row = loss_rows(cfg.loss, scores, pos, weight, cfg.smoothing, cfg.bpreg)
+        per_row = loss_rows(cfg.loss, scores, pos, weight, knobs.get("smoothing", cfg.smoothing),
+                            knobs.get("bpreg", cfg.bpreg))
         loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
         dense = [n for n in self._param_names if n not in idx]
         by_rows = [n for n in idx if n in rows]
@@ -616,7 +627,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             row_grads["Wy"] = self._whole_output_grads(cfg, idx["Wy"], touched["Wy"], new_hidden[-1], col_active,
                                                        in_touched, *grads[len(dense) + len(by_rows):])
         # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
-        new = apply_gradients(Optimizer.from_config(cfg), cfg.grad_cap, state, dict(zip(dense, grads)), row_grads,
+        opt = dataclasses.replace(Optimizer.from_config(cfg), inputs={
+            k: v for k, v in knobs.items() if k in ("learning_rate", "momentum", "lmbd")})
+        new = apply_gradients(opt, knobs.get("grad_cap", cfg.grad_cap), state, dict(zip(dense, grads)), row_grads,
                               loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update,
                               branch=getattr(cfg.device, "platform", "cpu") == "cpu")
         new.update(carried)
@@ -626,7 +639,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
 
 
     @staticmethod
-    def _counted_scores(cfg, state, hidden, y_idx, neg, active, log_support, log_support_alpha):
+    def _counted_scores(cfg, state, hidden, y_idx, neg, active, log_support, log_support_alpha, logq=None):
         """The score columns of a step with sampled negatives over a small catalogue, scored whole.
 
         Returns ([targets' columns (B, B), every item's column (B, N)], column weights (1, B + N)):
@@ -638,9 +651,10 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         """
         logits = hidden @ state["Wy"].T + state["By"]  # (B, N)
         targets = _gradient_where(logits[:, y_idx], active[None, :])
-        items = logits - np.float32(cfg.logq) * log_support_alpha if cfg.logq else logits.copy()
+        logq = np.float32(cfg.logq) if logq is None else logq
+        items = logits - logq * log_support_alpha if cfg.logq else logits.copy()
         if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
-            targets = targets - np.float32(cfg.logq) * log_support[y_idx]
+            targets = targets - logq * log_support[y_idx]
         ones = (neg >= 0).astype(FLOATX)  # not a constant 1: PyTensor's JAX scatter-add rejects a scalar
         counts = pt.inc_subtensor(pt.zeros(state["By"].type.shape, dtype=FLOATX)[neg], ones)
         return [targets, items], pt.concatenate([active.astype(FLOATX), counts])[None, :]
@@ -680,6 +694,23 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             occ_norm2 = occ_norm2 + pt.sum(pt.switch(in_touched[:, None], grad_x, 0) ** 2)
         return MatrixGrads(idx, grad_Wy, touched, occ_norm2)
 
+    RUN_TIME = ("learning_rate", "momentum", "lmbd", "dropout_p_embed", "dropout_p_hidden", "logq", "smoothing",
+                "bpreg", "grad_cap")
+
+    @classmethod
+    def _run_time_values(cls, cfg):
+        """The training graph's non-zero continuous hyperparameters, given to it at run time: fits
+        (tuning trials) that differ only in their values compile one graph, so they share the
+        kept program and XLA's code. A zero stays a constant: it removes its term from the graph."""
+        values = {name: getattr(cfg, name) for name in cls.RUN_TIME}
+        if cfg.adapt == "adadelta":  # conformance: adadelta (runs at learning rate 1)
+            values["learning_rate"] = 1.0
+        return {name: value for name, value in values.items() if value}
+
+    @classmethod
+    def _run_time_names(cls, cfg):
+        return list(cls._run_time_values(cfg))
+
     @float32_graph
     def _compile_train(self, cfg, support, store):
         """Compile K training steps per call: scan over the schedule chunk, state carried on device."""
@@ -696,6 +727,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         log_support = np.log(support).astype(FLOATX)
         consts = [self._store_var, shared_on_device(log_support, "log_support", device),
                   shared_on_device(cfg.sample_alpha * log_support, "log_support_alpha", device)]
+        consts += [shared_on_device(np.float32(value), f"hyper_{name}", device)
+                   for name, value in self._run_time_values(cfg).items()]
         variables = {**self._state, **train_vars}
         names = list(variables)
         # static (K, B) shapes: otherwise scan hoists (K, B, B) masks with a traced shape JAX rejects

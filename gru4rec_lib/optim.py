@@ -44,15 +44,36 @@ OPTIMIZER_STATES = {"adagrad": ("acc",), "rmsprop": ("acc",), "adadelta": ("acc"
                     "adam": ("m", "v"), None: ()}
 
 
+def is_zero(value):
+    """Whether a hyperparameter is a plain number equal to 0 (a symbolic scalar never is: only
+    non-zero values are given as graph inputs, so that 0 can switch a term off altogether)."""
+    return isinstance(value, (int, float, np.number)) and value == 0
+
+
+def f32(value):
+    """A plain number as a float32 constant; a symbolic scalar as it is."""
+    return np.float32(value) if isinstance(value, (int, float, np.number)) else value
+
+
 @dataclass(frozen=True)
 class Optimizer:
-    """The optimiser's constants: adapt, its constants, learning rate, momentum and L2 strength."""
+    """The optimiser's constants: adapt, its constants, learning rate, momentum and L2 strength.
+
+    `inputs` may give symbolic float32 scalars for 'learning_rate', 'momentum' and 'lmbd' (the
+    graph then takes their values at run time, so that fits differing only in them share one
+    compiled program); the fields keep the numbers, which decide which terms exist.
+    """
 
     adapt: str = "adagrad"
     consts: dict = field(default_factory=dict)
     learning_rate: float = 0.1
     momentum: float = 0.0
     lmbd: float = 0.0
+    inputs: dict = field(default_factory=dict)
+
+    def value(self, name):
+        """The symbolic scalar given for `name`, else its number as a float32 constant."""
+        return self.inputs.get(name, np.float32(getattr(self, name)))
 
     @classmethod
     def from_config(cls, cfg):
@@ -114,10 +135,10 @@ def direction(opt, grad, state, new, count):
 
 def descend(opt, param, d, velocity):
     """(change of the parameter, new velocity): -lr (d + lmbd p), through momentum when set."""
-    step = -np.float32(opt.learning_rate) * (d + np.float32(opt.lmbd) * param if opt.lmbd else d)
+    step = -opt.value("learning_rate") * (d + opt.value("lmbd") * param if opt.lmbd else d)
     if not opt.momentum:
         return step, None
-    velocity = np.float32(opt.momentum) * velocity + step
+    velocity = opt.value("momentum") * velocity + step
     return velocity, velocity
 
 
@@ -336,8 +357,9 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     """
     norm2 = grad_norm2(dense_grads, row_grads)
     scale = np.float32(1)
-    if grad_cap:
-        scale = pt.switch(norm2 >= grad_cap ** 2, np.float32(grad_cap) / pt.sqrt(norm2), 1).astype(FLOATX)
+    if not is_zero(grad_cap):
+        cap = f32(grad_cap)
+        scale = pt.switch(norm2 >= cap * cap, cap / pt.sqrt(norm2), 1).astype(FLOATX)
     step = state["step"] + 1
     dense_values, finite = {}, []
     for name, grad in dense_grads.items():

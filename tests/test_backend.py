@@ -165,11 +165,32 @@ def test_another_graph_gets_its_own_program(tmp_path, restore_jax_cache_config, 
     backend.enable_compilation_cache(tmp_path)
     _, log = _fit_logged(events, caplog)
     n_first = len(log)
-    _, log = _fit_logged(events, caplog, learning_rate=0.07)  # a constant of the training graph changes
+    _, log = _fit_logged(events, caplog, momentum=0.0)  # no velocity: another training graph
     assert _kinds(log).count("saved") == 1 and len(_programs(tmp_path)) == n_first + 1
     fewer = synthetic.generate_sessions(n_sessions=80, n_items=9, seed=2)
     _, log = _fit_logged(fewer, caplog)  # fewer items: other shapes everywhere
     assert set(_kinds(log)) == {"saved"} and len(_programs(tmp_path)) == 2 * n_first + 1
+
+
+def test_hyperparameter_values_are_inputs_of_the_kept_program(tmp_path, restore_jax_cache_config, caplog):
+    """Fits that differ only in the values of continuous hyperparameters (a tuning study's trials)
+    share one training program, and each trains with its own values: the same weights as a fit
+    compiled afresh with those values."""
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    first = dict(learning_rate=0.1, momentum=0.2, dropout_p_hidden=0.3, lmbd=0.02, logq=1.0, bpreg=1.0, grad_cap=1.0)
+    other = dict(learning_rate=0.07, momentum=0.35, dropout_p_hidden=0.1, lmbd=0.01, logq=0.5, bpreg=0.3,
+                 grad_cap=2.0)
+    backend.disable_compilation_cache()
+    plain = gru4rec.GRU4Rec(**{**PROGRAM_FIT, **first}).fit(events)
+    fresh = gru4rec.GRU4Rec(**{**PROGRAM_FIT, **other}).fit(events)
+    backend.enable_compilation_cache(tmp_path)
+    _, log = _fit_logged(events, caplog, **first)
+    assert set(_kinds(log)) == {"saved"}
+    loaded, log = _fit_logged(events, caplog, **other)
+    assert set(_kinds(log)) == {"loaded"}
+    assert loaded.epoch_losses_ == fresh.epoch_losses_ != plain.epoch_losses_
+    for key, value in fresh.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], value, err_msg=key)
 
 
 def test_a_damaged_program_file_is_ignored_and_replaced(tmp_path, restore_jax_cache_config, caplog):
