@@ -33,6 +33,7 @@ from gru4rec_lib.optim import (  # noqa: F401 (OPTIMIZER_DEFAULTS, OPTIMIZER_STA
     Optimizer,
     RowGrads,
     apply_gradients,
+    f32,
     is_zero,
     use_matrix_update,
 )
@@ -260,7 +261,7 @@ def apply_dropout(x, keep, p):
     """x / (1 - p) where the mask `keep` is true, else 0 (x itself when p is 0)."""
     if is_zero(p):
         return x
-    return pt.switch(keep, x / (np.float32(1 - p) if isinstance(p, float) else 1 - p), 0).astype(FLOATX)
+    return pt.switch(keep, x / f32(1 - p), 0).astype(FLOATX)
 
 
 # ---------------------------------------------------------------- the model
@@ -342,8 +343,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         back; 'matrix' sums the touched rows' gradients into a whole-matrix gradient and updates
         every row, keeping the untouched ones as they were; the output matrix is then also scored
         whole (one product with every item; the sampled negatives become per-item counts that
-        weight the items' columns), so its gradient is one dense product. The same numbers (float32 rounding aside; over a long fit such
-        rounding differences grow as any 1-ulp change of a learning rate does); a speed knob.
+        weight the items' columns), so its gradient is one dense product. The same numbers
+        (float32 rounding aside; over a long fit such rounding differences grow as any 1-ulp
+        change of a learning rate does); a speed knob.
         'auto': 'matrix' when the catalogue has at most twice as many items as a step touches
         rows (small catalogues with many negatives), else 'rows'.
     seed : int or None, default 42
@@ -521,7 +523,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
 
         With training=True: dropout, and the batch size is cfg.batch_size. `keeps` (BPTT) gives
         the dropout masks instead of drawing them: {"embed": (B, emb) bool, layer: (B, h) bool}.
-        `rates` may give the dropout rates as symbolic scalars (`_run_time_inputs`).
+        `rates` may give the dropout rates as symbolic scalars (`_run_time_values`).
         """
         rates = rates or {}
         hidden_act = activation(cfg.hidden_act)
@@ -600,7 +602,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                 Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
                 scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
             if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
-                log_q = pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample else log_support[y_idx]
+                log_q = (pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample
+                         else log_support[y_idx])
                 scores = scores - knobs.get("logq", np.float32(cfg.logq)) * log_q
             weight = col_active[None, :] & pt.ones((batch_size, 1), dtype="bool")
         if LOSSES[cfg.loss] is None:
