@@ -160,6 +160,7 @@ def test_a_fit_of_the_same_graph_loads_the_saved_programs_with_the_same_numbers(
     np.testing.assert_array_equal(second.state_dict()["Wy"], plain.state_dict()["Wy"])
 
 
+@pytest.mark.slow
 def test_another_graph_gets_its_own_program(tmp_path, restore_jax_cache_config, caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
     backend.enable_compilation_cache(tmp_path)
@@ -193,6 +194,7 @@ def test_hyperparameter_values_are_inputs_of_the_kept_program(tmp_path, restore_
         np.testing.assert_array_equal(loaded.state_dict()[key], value, err_msg=key)
 
 
+@pytest.mark.slow
 def test_a_damaged_program_file_is_ignored_and_replaced(tmp_path, restore_jax_cache_config, caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
     backend.enable_compilation_cache(tmp_path)
@@ -208,6 +210,7 @@ def test_a_damaged_program_file_is_ignored_and_replaced(tmp_path, restore_jax_ca
         assert _kinds(log) == ["loaded", "loaded"]  # the file was replaced
 
 
+@pytest.mark.slow
 def test_no_program_is_kept_with_the_cache_off(tmp_path, restore_jax_cache_config, caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
     backend.disable_compilation_cache()
