@@ -135,6 +135,10 @@ def fingerprint(inputs, outputs, updates, donate):
     roots = outputs + [value for _, value in pairs]
     text = _describe_graph(list(inputs), roots)
     text += "\nupdates " + ";".join(f"{var.name!r}<-{i}" for i, (var, _) in enumerate(pairs))
+    platforms = _platforms(var.container.storage[0] for var in shared_variables(inputs, outputs, updates).values())
+    if len(platforms) > 1:  # an export for several platforms would take the platform as an extra argument
+        raise Uncacheable(f"state on several platforms: {platforms}")
+    text += f"\nplatforms {platforms}"  # a program runs where it was made
     text += f"\ndonate {donate}\n{_versions()}\npackage {_package_digest()}"
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -169,6 +173,14 @@ class Program:
         for cell, value in zip(self._update_cells, outputs[self._n_outputs:]):
             cell[0] = value
         return outputs[0] if self._single else list(outputs[:self._n_outputs])
+
+
+def _platforms(values):
+    """The platforms ('cpu', 'cuda', ...) that hold the JAX arrays among `values`, sorted."""
+    import jax
+
+    return sorted({device.platform for value in values for leaf in jax.tree.leaves(value)
+                   if isinstance(leaf, jax.Array) for device in leaf.devices()})
 
 
 def _on_device(cells):
@@ -255,7 +267,8 @@ def from_function(fn, folder, key, single):
         values = [*values[:n_inputs], *(cell[0] for cell in cells)]
         with jax.enable_x64(False), warnings.catch_warnings():  # as the linker's own calls
             warnings.filterwarnings("ignore", message="Explicitly requested dtype")
-            exported = jax.export.export(jax.jit(linker.raw_function))(*values)
+            exported = jax.export.export(jax.jit(linker.raw_function),  # for the state's device, which
+                                         platforms=_platforms(values) or None)(*values)  # need not be the default
         donated = sorted(linker.donated)
         # the RNG copy the linker made has no name: name it after the original variable
         meta = {"format": FORMAT, "key": key, "n_inputs": n_inputs, "n_outputs": n_outputs, "single": single,
