@@ -560,7 +560,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         n_state = len(names)
         state = dict(zip(names, args[:n_state]))
         store, log_support, log_support_alpha, *inputs = args[n_state:]
-        knobs = dict(zip(self._run_time_names(cfg), inputs))  # hyperparameters given at run time
+        knobs = dict(zip(self._run_time_values(cfg), inputs))  # hyperparameters given at run time
+        logq = knobs.get("logq", np.float32(cfg.logq))
         hidden = [state[f"hidden_{i}"] for i in range(len(cfg.layers))]
         neg = store[sample_row] if cfg.n_sample else None
         out_idx = pt.concatenate([y_idx, neg]) if cfg.n_sample else y_idx  # (C,) C = B + n_sample
@@ -592,7 +593,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
         if counted:
             out_scores, weight = self._counted_scores(cfg, state, new_hidden[-1], y_idx, neg, active,
-                                                      log_support, log_support_alpha, knobs.get("logq"))
+                                                      log_support, log_support_alpha, logq)
             scores = pt.concatenate(out_scores, axis=1)  # (B, B + N)
         else:
             if whole:
@@ -604,7 +605,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
                 log_q = (pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample
                          else log_support[y_idx])
-                scores = scores - knobs.get("logq", np.float32(cfg.logq)) * log_q
+                scores = scores - logq * log_q
             weight = col_active[None, :] & pt.ones((batch_size, 1), dtype="bool")
         if LOSSES[cfg.loss] is None:
             scores = activation(cfg.final_act)(scores)
@@ -642,7 +643,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
 
 
     @staticmethod
-    def _counted_scores(cfg, state, hidden, y_idx, neg, active, log_support, log_support_alpha, logq=None):
+    def _counted_scores(cfg, state, hidden, y_idx, neg, active, log_support, log_support_alpha, logq):
         """The score columns of a step with sampled negatives over a small catalogue, scored whole.
 
         Returns ([targets' columns (B, B), every item's column (B, N)], column weights (1, B + N)):
@@ -650,11 +651,11 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         column weighs the number of times the step's sample drew j. The losses treat a column of
         weight c as c copies of it, so this is the authors' (B, B + n_sample) score matrix without
         repeating its columns: the same loss and gradient, no gather of sampled columns and no
-        scatter of their gradients. # conformance: item_update
+        scatter of their gradients. `logq`: the correction's strength (float32 or a run-time
+        input), used when cfg.logq is not 0. # conformance: item_update
         """
         logits = hidden @ state["Wy"].T + state["By"]  # (B, N)
         targets = _gradient_where(logits[:, y_idx], active[None, :])
-        logq = np.float32(cfg.logq) if logq is None else logq
         items = logits - logq * log_support_alpha if cfg.logq else logits.copy()
         if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
             targets = targets - logq * log_support[y_idx]
@@ -709,10 +710,6 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         if cfg.adapt == "adadelta":  # conformance: adadelta (runs at learning rate 1)
             values["learning_rate"] = 1.0
         return {name: value for name, value in values.items() if value}
-
-    @classmethod
-    def _run_time_names(cls, cfg):
-        return list(cls._run_time_values(cfg))
 
     @float32_graph
     def _compile_train(self, cfg, support, store):

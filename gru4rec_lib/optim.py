@@ -73,7 +73,7 @@ class Optimizer:
 
     def value(self, name):
         """The symbolic scalar given for `name`, else its number as a float32 constant."""
-        return self.inputs.get(name, np.float32(getattr(self, name)))
+        return self.inputs[name] if name in self.inputs else np.float32(getattr(self, name))
 
     @classmethod
     def from_config(cls, cfg):
