@@ -727,8 +727,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         log_support = np.log(support).astype(FLOATX)
         consts = [self._store_var, shared_on_device(log_support, "log_support", device),
                   shared_on_device(cfg.sample_alpha * log_support, "log_support_alpha", device)]
-        consts += [shared_on_device(np.float32(value), f"hyper_{name}", device)
-                   for name, value in self._run_time_values(cfg).items()]
+        with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, as a float32 constant would
+            consts += [shared_on_device(np.float32(value), f"hyper_{name}", device)
+                       for name, value in self._run_time_values(cfg).items()]
         variables = {**self._state, **train_vars}
         names = list(variables)
         # static (K, B) shapes: otherwise scan hoists (K, B, B) masks with a traced shape JAX rejects
