@@ -76,7 +76,8 @@ def test_two_workers_share_one_sqlite_study(files, tmp_path, caplog):
 @pytest.mark.slow
 def test_a_killed_study_resumes_and_reruns_the_lost_trial(files, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    argv = command(files, tmp_path, 4, "--storage", storage, "--heartbeat", "1", "--pruner", "none", epochs=3)
+    # 40 epochs: a trial lasts about a second even when it reuses its first trial's compiled program
+    argv = command(files, tmp_path, 4, "--storage", storage, "--heartbeat", "1", "--pruner", "none", epochs=40)
     worker = subprocess.Popen([sys.executable, "-m", "gru4rec_lib.tune", *argv], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
