@@ -194,6 +194,35 @@ def test_hyperparameter_values_are_inputs_of_the_kept_program(tmp_path, restore_
         np.testing.assert_array_equal(loaded.state_dict()[key], value, err_msg=key)
 
 
+# options that change the training graph by a constant, a property, a shape or the scan's structure
+GRAPH_VARIANTS = [dict(adapt_params={"epsilon": 1e-3}), dict(final_act="elu-0.5"), dict(layers=(4, 3)),
+                  dict(loss="cross-entropy", final_act="softmax", smoothing=0.1, logq=1.0), dict(bptt=3),
+                  dict(steps_per_call=2)]
+
+
+@pytest.mark.slow
+def test_fits_of_other_options_sharing_a_folder_train_as_if_compiled_afresh(tmp_path, restore_jax_cache_config,
+                                                                           caplog):
+    """No two graphs share a program name: fits of many options, one after the other with one
+    folder, each either save their own program or load one that gives exactly the numbers of the
+    same fit compiled by PyTensor (a program named without some option would not)."""
+    events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
+    backend.enable_compilation_cache(tmp_path)
+    _fit_logged(events, caplog)
+    loaded = []
+    for variant in GRAPH_VARIANTS:
+        model, log = _fit_logged(events, caplog, **variant)
+        if "loaded" in _kinds(log):
+            loaded.append((variant, model))
+    backend.disable_compilation_cache()
+    for variant, model in loaded:
+        fresh = gru4rec.GRU4Rec(**{**PROGRAM_FIT, **variant}).fit(events)
+        assert model.epoch_losses_ == fresh.epoch_losses_, variant
+        for key, value in fresh.state_dict().items():
+            np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=f"{variant} {key}")
+    assert loaded  # the sample store's program is shared by most of them
+
+
 @pytest.mark.slow
 def test_a_damaged_program_file_is_ignored_and_replaced(tmp_path, restore_jax_cache_config, caplog):
     events = synthetic.generate_sessions(n_sessions=80, n_items=15, seed=2)
