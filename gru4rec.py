@@ -264,6 +264,27 @@ def apply_dropout(x, keep, p):
     return pt.switch(keep, x / f32(1 - p), 0).astype(FLOATX)
 
 
+@dataclasses.dataclass
+class StepRows:
+    """The item rows of one training step: `idx`/`touched` per item matrix (its occurrences and
+    which count), the input occurrences' `in_touched`, the output columns `out_idx` (targets, then
+    negatives) and `col_active`, `n_in` input rows, the BPTT `window` (or None), whether the output
+    matrix is scored `whole` and with `counted` negatives, the `gathered` rows of the matrices
+    updated by rows, and the input rows `x_rows`."""
+
+    idx: dict
+    touched: dict
+    in_touched: object
+    out_idx: object
+    col_active: object
+    n_in: int
+    window: object
+    whole: bool
+    counted: bool
+    gathered: dict
+    x_rows: object
+
+
 # ---------------------------------------------------------------- the model
 class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     """GRU4Rec session-based recommender (Hidasi et al. 2016; Hidasi & Karatzoglou 2018).
@@ -561,9 +582,38 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         state = dict(zip(names, args[:n_state]))
         store, log_support, log_support_alpha, *inputs = args[n_state:]
         knobs = dict(zip(self._run_time_values(cfg), inputs))  # hyperparameters given at run time
-        logq = knobs.get("logq", np.float32(cfg.logq))
         hidden = [state[f"hidden_{i}"] for i in range(len(cfg.layers))]
         neg = store[sample_row] if cfg.n_sample else None
+        rows = self._step_rows(cfg, state, x_idx, y_idx, reset, active, neg, batch_size)
+        if rows.window:
+            rng, new_hidden, carried = self._bptt_forward(cfg, state, rows.window, rows.x_rows, hidden)
+        else:
+            hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
+            rng, new_hidden = self._forward(cfg, state, rows.x_rows, hidden, state.get("rng"), training=True,
+                                            rates=knobs)
+            carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
+        scores, weight, out_scores = self._step_scores(cfg, state, rows, new_hidden[-1], y_idx, neg, active,
+                                                       batch_size, log_support, log_support_alpha,
+                                                       knobs.get("logq", np.float32(cfg.logq)))
+        n_cols = batch_size + (state["Wy"].type.shape[0] if rows.counted else cfg.n_sample)
+        pos = pt.as_tensor_variable(np.eye(batch_size, n_cols, dtype=bool))
+        per_row = loss_rows(cfg.loss, scores, pos, weight, knobs.get("smoothing", cfg.smoothing),
+                            knobs.get("bpreg", cfg.bpreg))
+        loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
+        dense_grads, row_grads = self._step_grads(cfg, state, rows, loss, out_scores, new_hidden[-1], active, weight)
+        # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
+        opt = dataclasses.replace(Optimizer.from_config(cfg), inputs={
+            k: v for k, v in knobs.items() if k in ("learning_rate", "momentum", "lmbd")})
+        new = apply_gradients(opt, knobs.get("grad_cap", cfg.grad_cap), state, dense_grads, row_grads,
+                              loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update,
+                              branch=getattr(cfg.device, "platform", "cpu") == "cpu")
+        new.update(carried)
+        new["rng"] = rng
+        stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
+        return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
+
+    def _step_rows(self, cfg, state, x_idx, y_idx, reset, active, neg, batch_size):
+        """The item rows one step reads and updates, and how (`StepRows`)."""
         out_idx = pt.concatenate([y_idx, neg]) if cfg.n_sample else y_idx  # (C,) C = B + n_sample
         col_active = pt.concatenate([active, pt.ones((cfg.n_sample,), dtype="bool")]) if cfg.n_sample else active
         window = self._bptt_window(cfg, state, x_idx, reset, active) if cfg.bptt > 1 else None
@@ -580,67 +630,59 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         whole = use_matrix_update(cfg.item_update, state["Wy"].type.shape[0], idx["Wy"].type.shape[0])
         counted = whole and cfg.n_sample > 0
         by_matrix = {"Wy", "By"} if counted else {"Wy"} if whole else set()
-        rows = {name: state[name][idx[name]] for name in idx if name not in by_matrix}
+        gathered = {name: state[name][idx[name]] for name in idx if name not in by_matrix}
         if whole and cfg.mode == "shared":
             x_rows = _gradient_where(state["Wy"][in_idx], in_touched[:, None])
         else:
-            x_rows = rows["Wy"][:n_in] if cfg.mode == "shared" else rows[self._input_name(cfg)]
-        if window:
-            rng, new_hidden, carried = self._bptt_forward(cfg, state, window, x_rows, hidden)
-        else:
-            hidden = [pt.switch(reset[:, None], 0, h) for h in hidden]
-            rng, new_hidden = self._forward(cfg, state, x_rows, hidden, state.get("rng"), training=True, rates=knobs)
-            carried = {f"hidden_{i}": h for i, h in enumerate(new_hidden)}
-        if counted:
-            out_scores, weight = self._counted_scores(cfg, state, new_hidden[-1], y_idx, neg, active,
-                                                      log_support, log_support_alpha, logq)
+            x_rows = gathered["Wy"][:n_in] if cfg.mode == "shared" else gathered[self._input_name(cfg)]
+        return StepRows(idx, touched, in_touched, out_idx, col_active, n_in, window, whole, counted, gathered,
+                        x_rows)
+
+    def _step_scores(self, cfg, state, rows, hidden, y_idx, neg, active, batch_size, log_support, log_support_alpha,
+                     logq):
+        """(scores, column weights, the score blocks whose gradients the update needs) of one step."""
+        if rows.counted:
+            out_scores, weight = self._counted_scores(cfg, state, hidden, y_idx, neg, active, log_support,
+                                                      log_support_alpha, logq)
             scores = pt.concatenate(out_scores, axis=1)  # (B, B + N)
         else:
-            if whole:
-                out_scores = _gradient_where((new_hidden[-1] @ state["Wy"].T)[:, out_idx], col_active[None, :])
-                scores = out_scores + rows["By"]  # (B, C)
+            if rows.whole:
+                out_scores = [_gradient_where((hidden @ state["Wy"].T)[:, rows.out_idx], rows.col_active[None, :])]
+                scores = out_scores[0] + rows.gathered["By"]  # (B, C)
             else:
-                Wy_out = rows["Wy"][n_in:] if cfg.mode == "shared" else rows["Wy"]
-                scores = new_hidden[-1] @ Wy_out.T + rows["By"]  # (B, C)
+                out_scores = []
+                Wy_out = rows.gathered["Wy"][rows.n_in:] if cfg.mode == "shared" else rows.gathered["Wy"]
+                scores = hidden @ Wy_out.T + rows.gathered["By"]  # (B, C)
             if cfg.logq:  # conformance: logq; q = supp for in-batch targets, supp^alpha for sampled columns
                 log_q = (pt.concatenate([log_support[y_idx], log_support_alpha[neg]]) if cfg.n_sample
                          else log_support[y_idx])
                 scores = scores - logq * log_q
-            weight = col_active[None, :] & pt.ones((batch_size, 1), dtype="bool")
+            weight = rows.col_active[None, :] & pt.ones((batch_size, 1), dtype="bool")
         if LOSSES[cfg.loss] is None:
             scores = activation(cfg.final_act)(scores)
-        n_cols = batch_size + (state["Wy"].type.shape[0] if counted else cfg.n_sample)
-        pos = pt.as_tensor_variable(np.eye(batch_size, n_cols, dtype=bool))
-        per_row = loss_rows(cfg.loss, scores, pos, weight, knobs.get("smoothing", cfg.smoothing),
-                            knobs.get("bpreg", cfg.bpreg))
-        loss = pt.sum(pt.switch(active, per_row, 0)) / np.float32(batch_size)
-        dense = [n for n in self._param_names if n not in idx]
-        by_rows = [n for n in idx if n in rows]
-        wrt = [state[n] for n in dense] + [rows[n] for n in by_rows]
-        if counted:
-            wrt += [state["Wy"], state["By"], *out_scores] + ([x_rows] if cfg.mode == "shared" else [])
-        elif whole:
-            wrt += [state["Wy"], out_scores] + ([x_rows] if cfg.mode == "shared" else [])
-        grads = pt.grad(loss, wrt)
-        row_grads = {n: RowGrads(idx[n], rows[n], g, touched[n])
-                     for n, g in zip(by_rows, grads[len(dense):len(dense) + len(by_rows)])}
-        if counted:
-            row_grads.update(self._counted_grads(cfg, idx, touched, new_hidden[-1], active, in_touched, weight,
-                                                 *grads[len(dense) + len(by_rows):]))
-        elif whole:
-            row_grads["Wy"] = self._whole_output_grads(cfg, idx["Wy"], touched["Wy"], new_hidden[-1], col_active,
-                                                       in_touched, *grads[len(dense) + len(by_rows):])
-        # conformance: schedule; without sampled negatives the authors end the epoch when one session is left
-        opt = dataclasses.replace(Optimizer.from_config(cfg), inputs={
-            k: v for k, v in knobs.items() if k in ("learning_rate", "momentum", "lmbd")})
-        new = apply_gradients(opt, knobs.get("grad_cap", cfg.grad_cap), state, dict(zip(dense, grads)), row_grads,
-                              loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update,
-                              branch=getattr(cfg.device, "platform", "cpu") == "cpu")
-        new.update(carried)
-        new["rng"] = rng
-        stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
-        return [new[n] for n in names] + [pt.switch(stopped, np.float32(np.nan), loss)]
+        return scores, weight, out_scores
 
+    def _step_grads(self, cfg, state, rows, loss, out_scores, hidden, active, weight):
+        """The loss's gradients: ({dense parameter: gradient}, {item matrix: RowGrads or MatrixGrads})."""
+        dense = [n for n in self._param_names if n not in rows.idx]
+        by_rows = list(rows.gathered)
+        wrt = [state[n] for n in dense] + [rows.gathered[n] for n in by_rows]
+        shared_input = [rows.x_rows] if rows.whole and cfg.mode == "shared" else []
+        if rows.counted:
+            wrt += [state["Wy"], state["By"], *out_scores, *shared_input]
+        elif rows.whole:
+            wrt += [state["Wy"], *out_scores, *shared_input]
+        grads = pt.grad(loss, wrt)
+        matrix_grads = grads[len(dense) + len(by_rows):]
+        row_grads = {n: RowGrads(rows.idx[n], rows.gathered[n], g, rows.touched[n])
+                     for n, g in zip(by_rows, grads[len(dense):len(dense) + len(by_rows)])}
+        if rows.counted:
+            row_grads.update(self._counted_grads(cfg, rows.idx, rows.touched, hidden, active, rows.in_touched, weight,
+                                                 *matrix_grads))
+        elif rows.whole:
+            row_grads["Wy"] = self._whole_output_grads(cfg, rows.idx["Wy"], rows.touched["Wy"], hidden,
+                                                       rows.col_active, rows.in_touched, *matrix_grads)
+        return dict(zip(dense, grads)), row_grads
 
     @staticmethod
     def _counted_scores(cfg, state, hidden, y_idx, neg, active, log_support, log_support_alpha, logq):
