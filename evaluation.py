@@ -24,6 +24,7 @@ from gru4rec_lib import progress, sequences, sessiondata
 logger = logging.getLogger(__name__)
 MODES = ("standard", "conservative", "median", "tiebreaking")
 TIE_SEED = 0  # the tiebreaking draws: a fixed seed per evaluation, so that results repeat
+RANK_LIMIT = 2**31 - 1  # cut-offs beyond it are the same as it (ranks are 32-bit on the device)
 
 
 def target_ranks(scores, target_scores, target_in_scores, mode, xp=np, uniform=None):
@@ -122,7 +123,10 @@ def evaluate(model, test_data, cutoffs=(1, 5, 10, 20), mode="standard", items=No
     if test.n_steps == 0:
         unit = "user" if user_key else "session"
         raise ValueError(f"the test data has no {unit} with 2 or more known items: nothing to evaluate{hint}")
-    sums, ranks = _run(model, test, Ranking(tuple(cutoffs), mode), _candidates(item_map, items), batch_size,
+    # no rank exceeds 2**31 - 1 (the catalogue's size + 1), and the device compares in 32 bits: a larger
+    # cut-off is that one, not a wrapped-around number
+    ranking = Ranking(tuple(min(c, RANK_LIMIT) for c in cutoffs), mode)
+    sums, ranks = _run(model, test, ranking, _candidates(item_map, items), batch_size,
                        steps_per_call, return_ranks, show_progress, start)
     n = test.n_steps
     if sums[-1]:  # NaN scores would rank every target first: refuse them rather than report them

@@ -349,6 +349,18 @@ def test_metric_invariants_and_scalar_cutoff(model, data):
     assert single["recall"][5] == pytest.approx(evaluate(model, data[1])["recall"][5])
 
 
+def test_cutoffs_beyond_32_bits_count_every_rank(model, data):
+    """A cut-off at or above the catalogue's size counts every point, however large (the device
+    compares ranks in 32 bits: 2**31 and 2**32 + 5 must not wrap around to 0 and 5)."""
+    n_items = len(model.item_ids_)
+    huge = (n_items, 2**31 - 1, 2**31, 2**32 + 5, 10**20)
+    result = evaluate(model, data[1], cutoffs=(5, *huge), return_ranks=False)
+    for c in huge:
+        assert result["recall"][c] == 1.0, c
+        assert result["mrr"][c] == result["mrr"][n_items]
+    assert result["recall"][5] < 1.0
+
+
 def test_target_ranks_numpy_formula():
     """The shared numpy/PyTensor rank formula, on a hand-made row with ties."""
     scores = np.array([[0.3, 0.5, 0.3, 0.1, 0.3]])
