@@ -32,7 +32,8 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     data : pandas.DataFrame or str or pathlib.Path
         Events, or a file: ``.tsv``/``.txt`` (tab-separated), ``.csv``, ``.parquet``,
         ``.pkl``/``.pickle``. A pickle runs code when it is read: it is read only with
-        ``allow_pickle=True``, for files you trust.
+        ``allow_pickle=True``, for files you trust. A text file's id columns are read as text
+        (`read_text`): '007' and '7' are two ids; plainly written integers become int64.
     session_key, item_key, time_key : str
         Column names of the session id, the item id and the time stamp. ``session_key`` may be
         None when ``user_key`` is given (user histories without sessions).
@@ -69,7 +70,7 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     keys = {keyword: column for keyword, column in keys.items() if column is not None}
     if len(set(keys.values())) < len(keys):
         raise ValueError(f"{', '.join(keys)} must be distinct, got {keys}")
-    frame = _read_frame(data, set(keys.values()), allow_pickle)
+    frame = _read_frame(data, set(keys.values()), allow_pickle, id_columns=[c for c in keys.values() if c != time_key])
     for keyword, column in keys.items():
         _check_column(frame, column, keyword)
     if len(frame) == 0:
@@ -81,7 +82,7 @@ def load_events(data, session_key="SessionId", item_key="ItemId", time_key="Time
     return events
 
 
-def _read_frame(data, columns, allow_pickle=False):
+def _read_frame(data, columns, allow_pickle=False, id_columns=()):
     if isinstance(data, pd.DataFrame):
         return data
     if not isinstance(data, (str, Path)):
@@ -100,13 +101,45 @@ def _read_frame(data, columns, allow_pickle=False):
     logger.debug("reading %s events from %s", _READERS[suffix], path)
     if suffix in (".tsv", ".txt", ".csv"):
         sep = "," if suffix == ".csv" else "\t"
-        frame = pd.read_csv(path, sep=sep, usecols=lambda name: name in columns)  # skip unneeded columns
+        frame = read_text(path, sep, id_columns, usecols=lambda name: name in columns)  # skip unneeded columns
         if len(frame.columns) < len(set(columns)):  # let the column check list the file's columns
             return pd.read_csv(path, sep=sep, nrows=0)
         return frame
     if suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_pickle(path)
+
+
+def read_text(path, sep, id_columns, **read_csv_args):
+    """A tab- or comma-separated file, its `id_columns` read as text (as the authors read item
+    ids): parsed as numbers, '007' and '7' (or '1' and '1.0') would become one id. A column of
+    integers written plainly (no leading zeros, sign or spaces) becomes int64, which is the same
+    ids; any other keeps the strings."""
+    frame = pd.read_csv(path, sep=sep, dtype={column: str for column in id_columns}, **read_csv_args)
+    for column in id_columns:
+        if column in frame.columns:
+            frame[column] = _ids_from_text(frame[column])
+    return frame
+
+
+_POWERS_OF_TEN = 10 ** np.arange(1, 19, dtype=np.int64)
+
+
+def _ids_from_text(values):
+    """`values` (strings) as int64 when each is an integer written plainly, else unchanged."""
+    if len(values) == 0 or values.isna().any():
+        return values  # missing ids are refused later, by name
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.dtype.kind != "i":
+        return values
+    ints = numbers.to_numpy()
+    if (ints == np.iinfo(np.int64).min).any():
+        return values
+    magnitude = np.abs(ints)
+    plain_length = np.searchsorted(_POWERS_OF_TEN, magnitude, side="right") + 1 + (ints < 0)
+    if not np.array_equal(plain_length, values.str.len().to_numpy()):
+        return values  # a leading zero, '+' or a space somewhere: '07' and '7' stay apart
+    return pd.Series(ints, index=values.index, name=values.name)
 
 
 def _check_column(frame, column, keyword):

@@ -178,8 +178,10 @@ def _check_gap(session_gap, allow_none):
 
 
 # ---------------------------------------------------------------- command line
-def read_table(path):
-    """All columns of an events file: .tsv/.txt (tab-separated), .csv, .parquet, .pkl/.pickle (trusted only)."""
+def read_table(path, time_key="Time"):
+    """All columns of an events file: .tsv/.txt (tab-separated), .csv, .parquet, .pkl/.pickle (trusted
+    only). A text file's columns other than `time_key` are read as text, so that ids such as '007'
+    are written back as they were (`sessiondata.read_text`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in sessiondata._READERS:
@@ -187,7 +189,9 @@ def read_table(path):
     if not path.is_file():
         raise FileNotFoundError(f"events file not found: {path}")
     if suffix in (".tsv", ".txt", ".csv"):
-        return pd.read_csv(path, sep="," if suffix == ".csv" else "\t")
+        sep = "," if suffix == ".csv" else "\t"
+        names = pd.read_csv(path, sep=sep, nrows=0).columns
+        return sessiondata.read_text(path, sep, [name for name in names if name != time_key])
     return pd.read_parquet(path) if suffix == ".parquet" else pd.read_pickle(path)
 
 
@@ -222,7 +226,7 @@ def main(argv=None):
     logging.basicConfig(level=args.log_level, format="%(message)s")
     keys = dict(user_key=args.user_key, time_key=args.time_key, session_key=args.session_key)
     try:
-        events = read_table(args.events)
+        events = read_table(args.events, args.time_key)
         parts = dict(zip(("history", "test"), split_user_histories(
             events, last=args.last, cut_time=args.cut_time, session_gap=args.session_gap,
             min_history=args.min_history, **keys)))

@@ -233,6 +233,28 @@ def test_load_events_file_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(events["Time"].to_numpy(), [0.0, 1.0, 5.0, 6.0, 7.0])
 
 
+@pytest.mark.parametrize("suffix", [".tsv", ".csv"])
+def test_ids_in_text_files_that_read_as_one_number_stay_apart(tmp_path, suffix):
+    """'007', '7', '07' (and '+7', ' 7', '7.0') are different ids: parsed as numbers they would be one."""
+    path = tmp_path / f"events{suffix}"
+    sep = "," if suffix == ".csv" else "\t"
+    items = ["007", "7", "0007", "07", "+7", "7.0", " 7", "8"]
+    lines = ["SessionId,ItemId,Time".replace(",", sep)] + [f"{'0' + str(i // 2)}{sep}{item}{sep}{i}"
+                                                         for i, item in enumerate(items)]
+    path.write_text("\n".join(lines) + "\n")
+    events = load_events(path)
+    assert events["ItemId"].tolist() == items
+    assert events["SessionId"].tolist() == ["00", "00", "01", "01", "02", "02", "03", "03"]
+
+
+def test_ids_in_text_files_written_plainly_are_int64(tmp_path):
+    path = tmp_path / "events.tsv"
+    path.write_text("SessionId\tItemId\tTime\n1\t-5\t0\n1\t0\t1\n12\t9223372036854775807\t2\n12\t10\t3\n")
+    events = load_events(path)
+    assert events["ItemId"].dtype == np.int64 and events["SessionId"].dtype == np.int64
+    assert events["ItemId"].tolist() == [-5, 0, 2**63 - 1, 10] and events["SessionId"].tolist() == [1, 1, 12, 12]
+
+
 @pytest.mark.parametrize("unit,tz", [("ns", None), ("s", None), ("us", "UTC")])
 def test_load_events_datetime_to_int64_ns(unit, tz):
     df = events_frame()

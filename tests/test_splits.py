@@ -147,3 +147,15 @@ def test_command_line_writes_the_split(tmp_path):
     for name, frame in (("history", history), ("test", test), ("valid_train", train), ("valid", valid)):
         written = pd.read_csv(out / f"{name}.tsv", sep="\t")
         pd.testing.assert_frame_equal(written, frame.reset_index(drop=True), check_dtype=False)
+
+
+def test_command_line_writes_ids_as_they_were(tmp_path):
+    source = tmp_path / "ratings.tsv"
+    rows = [f"{user}\t{item}\t{t}" for t, (user, item) in enumerate(
+        [("u01", "007"), ("u01", "7"), ("u01", "07"), ("1", "008"), ("1", "8"), ("1", "0008")])]
+    source.write_text("UserId\tItemId\tTime\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    splits.main([str(source), str(out), "--last", "1", "--session-gap", "1000"])
+    written = pd.concat([pd.read_csv(out / f"{name}.tsv", sep="\t", dtype=str) for name in ("history", "test")])
+    assert sorted(written["ItemId"]) == sorted(["007", "7", "07", "008", "8", "0008"])
+    assert sorted(set(written["UserId"])) == ["1", "u01"]
