@@ -53,20 +53,45 @@ def atomic_savez(path, arrays):
         raise FileNotFoundError(f"cannot save the model to {path}: folder {folder} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save the model to {path}: it is a directory")
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    return atomic_write(path, lambda f: np.savez(f, **arrays), "the model")
+
+
+def atomic_write(path, write, what="a file"):
+    """Call write(binary file) on a temporary file in `path`'s folder, then rename it over `path`.
+
+    The file gets the permissions a new file gets (the umask's), or those of the file it replaces;
+    a failure leaves no temporary file, `path` as it was, and an OSError naming `path`.
+    """
+    temporary = None
     try:
+        mode = os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else 0o666 & ~_umask()
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
         with os.fdopen(handle, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.chmod(temporary, mode)  # mkstemp's file is private to its owner
+        os.replace(temporary, path)
     except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         if isinstance(err, OSError):  # name the user's path, not the temporary file
-            raise type(err)(f"cannot save the model to {path}: {err.strerror or err}") from err
+            raise type(err)(err.errno, f"cannot save {what} to {path}: {err.strerror or err}") from err
         raise
     return path
+
+
+def _umask():
+    """The process's umask, read without changing it where Linux tells it (os.umask sets it too)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_npz(path):

@@ -57,7 +57,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -67,7 +66,7 @@ from typing import NamedTuple
 
 import evaluation
 import gru4rec
-from . import callbacks
+from . import callbacks, modelfile
 from . import params as paramtext
 from . import plots
 from . import sessiondata
@@ -715,11 +714,7 @@ def build_parser():
 
 
 def _write_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    modelfile.atomic_write(path, lambda f: f.write(text.encode("utf-8")), "the results")
 
 
 def metric_from_args(args):

@@ -216,6 +216,28 @@ def test_save_onto_a_directory_leaves_no_temporary_file(files, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.npz"]
 
 
+def test_a_folder_that_cannot_take_the_file_names_the_users_path(files):
+    target = "/proc/self/model.npz"  # an existing folder in which no one, not even root, creates files
+    with pytest.raises(OSError) as info:
+        files["model_obj"].save(target)
+    assert target in str(info.value) and ".tmp" not in str(info.value)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saved_files_get_the_umask_mode_or_keep_the_replaced_files(files, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        files["model_obj"].save(tmp_path / "new.npz")
+        assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o640
+        (tmp_path / "old.npz").write_bytes(b"")
+        (tmp_path / "old.npz").chmod(0o604)
+        files["model_obj"].save(tmp_path / "old.npz")
+        assert (tmp_path / "old.npz").stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(previous)
+    assert gru4rec.GRU4Rec.load(tmp_path / "old.npz").n_items_ == files["model_obj"].n_items_
+
+
 @pytest.mark.parametrize("embedding", [0, 4], ids=["one_hot", "separate"])
 def test_adam_models_with_per_row_counts_save_load_and_reload_their_state(tmp_path, embedding):
     """Adam keeps one step count per item row (shape (n_items,)): save/load and load_state_dict accept it."""
