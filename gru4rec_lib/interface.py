@@ -77,7 +77,7 @@ class SessionModel(abc.ABC):
     def _check_step(self, reset, input_idx, active):
         """Validate the arguments of ``score_step`` and return them as numpy arrays."""
         self.check_fitted()
-        reset, active = np.asarray(reset, bool), np.asarray(active, bool)
+        reset, active = _flags(reset, "reset"), _flags(active, "active")
         input_idx = np.asarray(input_idx)
         if reset.ndim != 1 or len(reset) == 0 or input_idx.shape != reset.shape \
                 or active.shape != reset.shape:
@@ -129,3 +129,14 @@ class SessionModel(abc.ABC):
             values[k] = np.where(chunk.active[k], step, 0)
         totals = np.array(reduction.total(values, chunk.active, np), dtype=float)
         return totals, (values if keep_values else None)
+
+
+def _flags(values, name):
+    """`values` as a bool array: bools, or the ints 0 and 1 (a string such as 'False' is refused, not true)."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iu":
+        if not np.isin(array, (0, 1)).all():
+            raise ValueError(f"{name} must hold booleans (or 0 and 1), got {np.unique(array)[:5].tolist()}")
+    elif array.dtype.kind != "b":
+        raise TypeError(f"{name} must hold booleans, got dtype {array.dtype} ({array.ravel()[:3].tolist()})")
+    return array.astype(bool)

@@ -68,8 +68,11 @@ class LiveSessionsMixin:
         (2, 5)
         """
         self._check_fitted()
-        session_ids = list(session_ids)
-        histories = [list(h) if isinstance(h, (list, tuple, np.ndarray, pd.Series)) else [h] for h in item_ids]
+        session_ids = _sequence(session_ids, "session_ids", "session ids")
+        histories = [list(h) if isinstance(h, (list, tuple, np.ndarray, pd.Series)) else [h]
+                     for h in _sequence(item_ids, "item_ids", "one entry (an item id or a list of them) per session")]
+        if not isinstance(exclude_seen, (bool, np.bool_)):
+            raise TypeError(f"exclude_seen must be True or False, got {exclude_seen!r}")
         if len(histories) != len(session_ids) or len(set(session_ids)) != len(session_ids):
             raise ValueError("recommend needs one entry of item_ids per session and distinct session_ids")
         if not sessiondata.is_int(k) or not 1 <= k <= self.n_items_:
@@ -184,3 +187,10 @@ def _padded(arrays):
 
 def _unpadded(outputs, n):
     return [np.asarray(out)[:n] for out in outputs]
+
+
+def _sequence(values, name, what):
+    """`values` as a list; TypeError for a string (which would be iterated into characters) or a scalar."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or isinstance(values, dict):
+        raise TypeError(f"{name} must be a list, array or Series of {what}, got {type(values).__name__} {values!r}")
+    return list(values)

@@ -118,6 +118,11 @@ def test_score_step_checks_its_arguments(fitted):
         model.score_step([True, True], [0], [True])
     with pytest.raises(sessiondata.NotFittedError):
         gru4rec.GRU4Rec().score_step([True], [0], [True])
+    with pytest.raises(TypeError, match="reset must hold booleans"):  # 'False' is a true string
+        model.score_step(["False"], [0], [True])
+    with pytest.raises(ValueError, match="active must hold booleans"):
+        model.score_step([True], [0], [2])
+    np.testing.assert_array_equal(model.score_step([1], [0], [1]), model.score_step([True], [0], [True]))
 
 
 def test_evaluation_uses_only_the_public_interface():

@@ -227,6 +227,19 @@ def test_bad_sessions_raise(fresh, sessions, items):
         fresh.recommend(sessions, items)
 
 
+@pytest.mark.parametrize("call, match", [
+    (dict(session_ids="s1", item_ids=[3, 4]), "session_ids must be a list.*got str 's1'"),  # not sessions 's', '1'
+    (dict(session_ids=["x"], item_ids=5), "item_ids must be a list.*got int 5"),
+    (dict(session_ids=["x"], item_ids=[5], exclude_seen="no"), "exclude_seen must be True or False"),
+])
+def test_arguments_of_the_wrong_kind_raise_type_errors(fresh, call, match):
+    item = fresh.item_ids_[0]
+    call = {**call, "item_ids": [item, item] if call["item_ids"] == [3, 4] else
+            [item] if isinstance(call["item_ids"], list) else call["item_ids"]}
+    with pytest.raises(TypeError, match=match):
+        fresh.recommend(**call)
+
+
 def test_unfitted_model_raises():
     model = gru4rec.GRU4Rec()
     with pytest.raises(gru4rec.NotFittedError, match="not fitted yet"):
