@@ -133,6 +133,9 @@ def _optimizer_consts(p):
     _check(isinstance(extra, dict) and set(extra) <= set(consts), "adapt_params", extra,
            f"a dict with keys among {sorted(consts)} for adapt={p['adapt']!r}")
     _check(all(_is_finite(v) for v in extra.values()), "adapt_params", extra, "finite numbers as values")
+    for key, value in extra.items():  # outside these ranges a fit fails at its first step, or never converges
+        _check(value > 0 if key == "epsilon" else 0 <= value < 1, "adapt_params", extra,
+               f"{key} {'> 0' if key == 'epsilon' else 'in [0, 1)'}")
     consts.update({k: float(v) for k, v in extra.items()})
     return _FrozenDict(consts)
 

@@ -279,6 +279,10 @@ BAD_PARAMS = [
     (dict(adapt="sgd"), r"adapt='sgd' is invalid"),
     (dict(adapt_params={"decay": 0.9}), r"adapt_params=\{'decay': 0.9\} is invalid.*epsilon"),
     (dict(adapt="adam", adapt_params={"beta": 0.9}), r"adapt_params=.* is invalid.*beta1"),
+    (dict(adapt_params={"epsilon": 0.0}), r"adapt_params=.* is invalid: expected epsilon > 0"),
+    (dict(adapt="rmsprop", adapt_params={"decay": 2}), r"adapt_params=.* is invalid: expected decay in \[0, 1\)"),
+    (dict(adapt="adam", adapt_params={"beta2": 1.0}), r"adapt_params=.* is invalid: expected beta2 in \[0, 1\)"),
+    (dict(adapt="adam", adapt_params={"beta1": -0.5}), r"adapt_params=.* is invalid: expected beta1 in \[0, 1\)"),
     (dict(seed="7"), r"seed='7' is invalid"),
     (dict(device="tpu9"), r"device='tpu9'"),
 ]
