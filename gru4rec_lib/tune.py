@@ -762,7 +762,7 @@ def main(argv=None):
     except ValueError as err:
         parser.error(str(err))
     for flag, value in (("-n", args.n_trials), ("--workers", args.workers), ("--patience", args.patience),
-                        ("--heartbeat", args.heartbeat)):
+                        ("--heartbeat", args.heartbeat), ("--eval-batch", args.eval_batch)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be a positive integer, got {value}")
     if args.warmup is not None and args.warmup < 0:

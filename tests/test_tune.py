@@ -202,6 +202,7 @@ def test_a_study_on_a_real_postgresql_server(files, tmp_path):
 
 @pytest.mark.parametrize("flag, value, message", [("--workers", "0", "--workers must be a positive integer"),
                                                   ("--patience", "-1", "--patience must be"),
+                                                  ("--eval-batch", "0", "--eval-batch must be a positive integer"),
                                                   ("--warmup", "-1", "--warmup must be an integer >= 0"),
                                                   ("--pruner", "sometimes", "invalid choice")])
 def test_bad_tuner_flags_exit_2(files, tmp_path, capsys, flag, value, message):
