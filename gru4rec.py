@@ -53,6 +53,7 @@ FORMAT_VERSION = modelfile.FORMAT_VERSION
 logger = logging.getLogger(__name__)
 
 
+ACCUMULATORS = ("acc", "acc_delta", "v", "count")  # optimiser states that are sums of squares or counts
 NotFittedError = sessiondata.NotFittedError  # raised when a model is used before `fit` (or `load`)
 
 
@@ -847,6 +848,10 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         items = events[cfg.item_key]
         sessiondata.check_item_id_types(items, self.item_ids_ if retrain else None)
         item_map = self.item_map_.extended(items) if retrain else sessiondata.ItemMap.from_events(items)
+        try:  # every fitted model can be saved
+            modelfile.portable_ids(item_map.ids)
+        except ValueError as err:
+            raise TypeError(str(err)) from None
         train = reader.group(events, item_map)
         if train.n_steps == 0:
             unit = "user" if cfg.user_key else "session"
@@ -1190,12 +1195,18 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             self._check_fitted()
             item_map = self.item_map_
         else:
-            item_map = sessiondata.ItemMap(item_ids)
+            item_map = sessiondata.ItemMap(modelfile.portable_ids(item_ids))
         n_items = len(item_map)
         arrays = modelfile.checked_state(self._expected_state(cfg, n_items), state)
+        negative = [name for name in arrays if name.split("/")[0] in ACCUMULATORS and np.any(arrays[name] < 0)]
+        if negative:
+            raise ValueError(f"state {negative[0]!r} has negative values: an optimiser's sum of squares or count "
+                             "never does")
         if support is None:
             same = hasattr(self, "_support") and len(self._support) == n_items
             support = self._support if same else np.ones(n_items)
+        if np.asarray(support).dtype.kind not in "iuf":
+            raise ValueError(f"support has dtype {np.asarray(support).dtype}: expected numbers")
         support = np.asarray(support, dtype=np.float64)
         if support.shape != (n_items,) or not np.all(np.isfinite(support)) or np.any(support < 1):
             raise ValueError(f"support has shape {support.shape} or values below 1: expected ({n_items},) finite "
@@ -1249,12 +1260,15 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                 if key not in arrays:
                     raise ValueError(f"missing array {key!r}")
             item_ids = arrays["item_ids"]
-            if item_ids.ndim != 1 or item_ids.dtype.kind not in "iuUf":
+            if item_ids.ndim != 1 or item_ids.dtype.kind not in "iuUfb":
                 raise ValueError(f"item_ids has dtype {item_ids.dtype} and shape {item_ids.shape}: expected "
                                  "one row of ints or strings")
             state = {key[len("state/"):]: value for key, value in arrays.items() if key.startswith("state/")}
             model.load_state_dict(state, item_ids=item_ids, support=arrays["support"])
-            model.epoch_losses_ = [float(v) for v in np.asarray(arrays.get("epoch_losses", []), float).ravel()]
+            losses = np.asarray(arrays.get("epoch_losses", []), float)
+            if losses.ndim != 1 or not np.all(np.isfinite(losses)):
+                raise ValueError("epoch_losses must be one row of finite numbers")
+            model.epoch_losses_ = losses.tolist()
         except (ValueError, TypeError) as err:
             raise ValueError(f"not a gru4rec model file: {path} ({err})") from None
         return model

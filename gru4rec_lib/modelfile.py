@@ -12,6 +12,7 @@ import os
 import tempfile
 
 import numpy as np
+import pandas as pd
 
 FORMAT_VERSION = 1
 
@@ -132,12 +133,29 @@ def file_params(arrays):
 
 
 def portable_ids(ids):
-    """Item ids as an array numpy can store without pickle (ints or strings)."""
-    ids = np.asarray(ids)
+    """Item ids as an array numpy stores without pickle: ints, floats, bools or strings, one kind.
+
+    ValueError for ids of several kinds (4 and '4'), of another kind (bytes, tuples, dates) or
+    non-finite floats: `fit` checks its ids with this, so that every fitted model can be saved.
+    """
+    # a list through pandas: np.asarray([1, "a"]) would turn 1 into the string '1'
+    ids = ids if isinstance(ids, np.ndarray) else np.asarray(pd.Index(list(ids)).to_numpy())
     if ids.dtype != object:
+        if ids.dtype.kind not in "iufbU":
+            raise ValueError(f"item ids of dtype {ids.dtype} cannot be stored: use ints or strings")
+        if ids.dtype.kind == "f" and not np.all(np.isfinite(ids)):
+            raise ValueError("item ids include NaN or inf")
         return ids
-    if all(isinstance(i, str) for i in ids):
+    kinds = {"str" if isinstance(i, str) else "int" if isinstance(i, (int, np.integer)) and not isinstance(
+        i, (bool, np.bool_)) else "float" if isinstance(i, (float, np.floating)) else type(i).__name__ for i in ids}
+    if kinds == {"str"}:
         return ids.astype(str)
-    if all(isinstance(i, (int, np.integer)) for i in ids):
-        return ids.astype(np.int64)
-    raise ValueError("save needs item ids that are all ints or all strings (found mixed types)")
+    if kinds == {"float"}:
+        return portable_ids(ids.astype(np.float64))
+    if kinds == {"int"}:
+        for dtype in (np.int64, np.uint64):
+            with contextlib.suppress(OverflowError):
+                return ids.astype(dtype)
+        raise ValueError("item ids from below 0 to above 2**63 - 1 fit no 64-bit integer type")
+    raise ValueError(f"item ids of the kinds {sorted(kinds)} cannot be stored: convert them to one kind, "
+                     "ints or strings (e.g. events[item_key].astype(str))")

@@ -130,6 +130,10 @@ DAMAGE = [
     (_params(loss="nope"), r"loss='nope' is invalid"),
     (lambda a: a.__setitem__("state/extra", np.zeros(3, np.float32)), r"unexpected.*'extra'"),
     (_set("support", np.zeros(3)), r"support"),
+    (_set("support", np.array(["1"] * 15)), r"support has dtype <U1: expected numbers"),
+    (_set("item_ids", np.r_[np.arange(14.0), np.nan]), r"item ids include NaN"),
+    (_set("epoch_losses", np.array([np.nan, 1.0])), r"epoch_losses must be one row of finite numbers"),
+    (lambda a: a["state/acc/Wy"].__setitem__((0, 0), -1.0), r"'acc/Wy' has negative values"),
 ]
 
 

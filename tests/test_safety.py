@@ -7,6 +7,7 @@ import inspect
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import evaluation
@@ -183,6 +184,44 @@ def test_mixed_item_id_types_are_refused_at_fit():
     events.loc[events.index[:5], "ItemId"] = events["ItemId"].iloc[:5].astype(str)
     with pytest.raises(TypeError, match="item ids of mixed types"):
         gru4rec.GRU4Rec(**SMALL).fit(events)
+
+
+def _with_ids(events, convert):
+    codes, _ = pd.factorize(events["ItemId"])
+    return events.assign(ItemId=convert(codes))
+
+
+@pytest.mark.parametrize("convert, match", [
+    (lambda c: pd.Categorical([str(i) if i % 2 else int(i) for i in c]), r"kinds \['int', 'str'\]"),
+    (lambda c: pd.Series([bytes([65 + i]) for i in c], dtype=object), r"kinds \['bytes'\]"),
+])
+def test_item_ids_no_model_file_can_store_are_refused_at_fit(convert, match):
+    with pytest.raises(TypeError, match=match):
+        gru4rec.GRU4Rec(**SMALL).fit(_with_ids(_events(), convert))
+
+
+def test_a_retrain_whose_ids_no_64_bit_type_holds_is_refused():
+    events = _events()
+    model = gru4rec.GRU4Rec(**SMALL).fit(_with_ids(events, lambda c: c.astype(np.uint64) + np.uint64(2**63)))
+    with pytest.raises(TypeError, match="fit no 64-bit integer type"):
+        model.fit(_with_ids(events, lambda c: -1 - c.astype(np.int64)), retrain=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("convert", [lambda c: pd.Series(c * 0.5, dtype=object), lambda c: c % 2 == 0],
+                         ids=["floats_in_an_object_column", "bools"])
+def test_item_ids_of_other_kinds_save_and_load(tmp_path, convert):
+    model = gru4rec.GRU4Rec(**SMALL).fit(_with_ids(_events(), convert))
+    loaded = gru4rec.GRU4Rec.load(model.save(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(loaded.item_ids_, model.item_ids_)
+
+
+def test_load_state_dict_refuses_ids_no_model_file_can_store(model):
+    ids = [*model.item_ids_[:-1].tolist(), "a"]
+    with pytest.raises(ValueError, match=r"kinds \['int', 'str'\]"):
+        gru4rec.GRU4Rec(**SMALL).load_state_dict(model.state_dict(), item_ids=ids)
+    with pytest.raises(ValueError, match=r"NaN"):  # None among ints: not silently the float nan
+        gru4rec.GRU4Rec(**SMALL).load_state_dict(model.state_dict(), item_ids=[*model.item_ids_[:-1].tolist(), None])
 
 
 @pytest.mark.slow
