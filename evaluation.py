@@ -191,14 +191,11 @@ def _candidates(item_map, items):
     """Candidate item indices (None: all items); unknown candidate ids raise ValueError."""
     if items is None:
         return None
-    ids = np.asarray(items)
-    if ids.size == 0:
+    if isinstance(items, (str, bytes, set, dict)) or not hasattr(items, "__iter__"):
+        raise TypeError(f"items must be a list, array or Series of item ids (or None), got {type(items).__name__}")
+    if len(sessiondata.id_array(items)) == 0:
         raise ValueError("items is empty: pass candidate item ids, or None for all items")
-    idx = item_map.indices(ids)
-    if (idx < 0).any():
-        raise ValueError(f"{int((idx < 0).sum())} candidate items are unknown to the model, "
-                         f"e.g. {list(ids[idx < 0][:5])}")
-    return np.unique(idx).astype(np.int32)
+    return np.unique(item_map.lookup(items, "candidate items")).astype(np.int32)
 
 
 def _rank_frame(test, ranks, session_key, init=None):

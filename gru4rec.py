@@ -997,11 +997,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         """Item ids -> int32 indices (all items when None); unknown ids raise ValueError."""
         if item_ids is None:
             return np.arange(self.n_items_, dtype=np.int32)
-        idx = self.item_map_.indices(np.asarray(item_ids))
-        if (idx < 0).any():
-            unknown = np.asarray(item_ids)[idx < 0]
-            raise ValueError(f"{len(unknown)} item ids unknown to the model, e.g. {list(unknown[:5])}")
-        return idx.astype(np.int32)
+        return self.item_map_.lookup(item_ids)
 
     # -- the model interface (gru4rec_lib.interface.SessionModel) ---------------------------
     def reset_state(self, slots=None):
@@ -1129,6 +1125,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             The current item of each slot; unknown ids raise ValueError.
         predict_for_item_ids : array-like or None
             Score only these items (final_act softmax is then taken over them); None: all items.
+            A repeated id is scored once per occurrence, as in the authors' code, so with softmax
+            its copies share the probability mass.
         batch : int, default 100
 
         Returns
@@ -1144,7 +1142,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         (40, 2)
         """
         self._check_fitted()
-        session_ids, inputs = np.asarray(session_ids), np.asarray(input_item_ids)
+        session_ids, inputs = sessiondata.id_array(session_ids), sessiondata.id_array(input_item_ids)
         if len(session_ids) != batch or len(inputs) != batch:
             raise ValueError(f"session_ids and input_item_ids need length batch={batch} "
                              f"(got {len(session_ids)} and {len(inputs)})")
@@ -1160,8 +1158,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         if not np.all(np.isfinite(scores)):
             raise ValueError("the model's scores are not finite (NaN or inf): its weights are damaged or "
                              "overflow float32; refit or load a good model")
-        index = self.item_ids_ if predict_for_item_ids is None else np.asarray(predict_for_item_ids)
-        return pd.DataFrame(scores.T, index=index)
+        return pd.DataFrame(scores.T, index=self.item_ids_[cand_idx])  # the ids as the model holds them
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self):

@@ -250,6 +250,15 @@ def check_item_id_types(items, known=None):
                         "events[item_key].astype(str)" + (" (the fitted model's ids come first)" if known is not None else ""))
 
 
+def id_array(values):
+    """Ids a user gave as a numpy array, each keeping its type (np.asarray([2, '9']) makes 2 the string '2')."""
+    if isinstance(values, (pd.Series, pd.Index)):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray):
+        return values
+    return pd.Index(list(values), dtype=object).to_numpy()
+
+
 # ---------------------------------------------------------------- item map
 class ItemMap:
     """Map between item ids (ints, strings, any hashable) and contiguous indices 0..n-1.
@@ -299,6 +308,22 @@ class ItemMap:
         if missing != -1:
             found = np.where(found < 0, missing, found)
         return found.astype(np.int32)
+
+    def lookup(self, item_ids, what="item ids"):
+        """int32 indices of ids a user gave (a list, array or Series), each id looked up as itself:
+        ['3', 4] is not ['3', '4'] (as np.asarray would make it), and True is not the id 1.
+        ValueError naming the unknown ids (and those of another type than the map's ids)."""
+        values = id_array(item_ids)
+        found = self.indices(values)
+        if len(values) and self._ids.dtype.kind != "b":
+            found[[isinstance(v, (bool, np.bool_)) for v in values]] = -1
+        if (found < 0).any():
+            unknown = values[found < 0]
+            expected, wrong = wrong_kind_ids(unknown, self._ids)
+            hint = (f"; {len(wrong)} of another type than the model's {expected} ids, e.g. {wrong[0]!r} "
+                    f"({id_kind(wrong[0])})" if wrong else "")
+            raise ValueError(f"{len(unknown)} {what} are unknown to the model, e.g. {unknown[:5].tolist()}{hint}")
+        return found
 
     def extended(self, item_ids):
         """Return a new map: old ids keep their index, unseen ids follow in order of first use."""

@@ -429,6 +429,8 @@ def test_softmax_is_ranked_on_logits_without_underflow_ties(softmax_model, data,
     ({"steps_per_call": 1.5}, r"steps_per_call=1.5 is invalid"),
     ({"items": [UNKNOWN + 1, "nope"]}, r"2 candidate items are unknown to the model"),
     ({"items": []}, r"items is empty"),
+    ({"items": [2, "9"]}, r"1 candidate items are unknown to the model, e\.g\. \['9'\]; 1 of another type"),
+    ({"items": [True, 2]}, r"1 candidate items are unknown to the model, e\.g\. \[True\]"),  # not the id 1
 ])
 def test_bad_arguments_raise(model, data, kwargs, message):
     test = data[1]
@@ -436,6 +438,12 @@ def test_bad_arguments_raise(model, data, kwargs, message):
     with pytest.raises(ValueError, match=message):
         evaluation.evaluate(model, test, **kwargs)
     pd.testing.assert_frame_equal(test, before)
+
+
+@pytest.mark.parametrize("items", [{2, 9}, 2, "29"])
+def test_items_that_are_not_a_sequence_raise_type_errors(model, data, items):
+    with pytest.raises(TypeError, match="items must be a list, array or Series of item ids"):
+        evaluation.evaluate(model, data[1], items=items)
 
 
 @pytest.mark.parametrize("events", [

@@ -267,9 +267,22 @@ def test_predict_next_batch_subset_and_errors(model):
     subset = model.predict_next_batch([next(_TOKENS)], [items[0]], predict_for_item_ids=items, batch=1)
     assert list(subset.index) == list(items)
     np.testing.assert_allclose(subset[0], full.loc[items, 0], rtol=1e-6)  # elementwise final_act
-    with pytest.raises(ValueError, match="item ids unknown to the model"):
+    with pytest.raises(ValueError, match="item ids are unknown to the model"):
         model.predict_next_batch([sid], ["nope"], batch=1)
-    with pytest.raises(ValueError, match="item ids unknown to the model"):
+    with pytest.raises(ValueError, match="item ids are unknown to the model"):
         model.predict_next_batch([sid], [items[0]], predict_for_item_ids=["nope"], batch=1)
     with pytest.raises(ValueError, match="need length batch=2"):
         model.predict_next_batch([sid], [items[0]], batch=2)
+    as_float = model.predict_next_batch([next(_TOKENS)], [items[0]], predict_for_item_ids=[float(items[1])], batch=1)
+    assert as_float.index.tolist() == [items[1]]  # the model's own id, not the float given for it
+    with pytest.raises(ValueError, match=r"1 item ids are unknown.*another type .* int ids, e.g. True"):
+        model.predict_next_batch([sid], [items[0]], predict_for_item_ids=[items[0], True], batch=1)
+
+
+def test_predict_next_batch_looks_each_id_up_as_itself(string_model):
+    """['item_3', 4] is not ['item_3', '4'] (which np.asarray would make of it)."""
+    known = string_model.item_ids_[:2].tolist()
+    with pytest.raises(ValueError, match=r"1 item ids are unknown.*another type than the model's str ids, e.g. 4"):
+        string_model.predict_next_batch(["a", "b"], [known[0], 4], batch=2)
+    with pytest.raises(ValueError, match=r"1 item ids are unknown"):
+        string_model.predict_next_batch(["a"], [known[0]], predict_for_item_ids=[known[1], 6], batch=1)
