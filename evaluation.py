@@ -178,6 +178,9 @@ def _check_args(model, cutoffs, mode, batch_size, steps_per_call):
     model.check_fitted()
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {MODES}")
+    scalar_or_sequence = np.isscalar(cutoffs) or hasattr(cutoffs, "__iter__")
+    if cutoffs is None or isinstance(cutoffs, (str, dict, set)) or not scalar_or_sequence:
+        raise ValueError(f"cutoffs={cutoffs!r} is invalid: expected positive ints, e.g. (1, 5, 10, 20)")
     cutoffs = [cutoffs] if np.isscalar(cutoffs) else list(cutoffs)
     if not cutoffs or not all(sessiondata.is_int(c) and c >= 1 for c in cutoffs):
         raise ValueError(f"cutoffs={cutoffs!r} is invalid: expected positive ints, e.g. (1, 5, 10, 20)")

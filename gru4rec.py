@@ -1142,6 +1142,12 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         (40, 2)
         """
         self._check_fitted()
+        if not sessiondata.is_int(batch) or batch < 1:
+            raise ValueError(f"batch={batch!r} is invalid: expected a positive int")
+        for name, values in (("session_ids", session_ids), ("input_item_ids", input_item_ids)):
+            if isinstance(values, (str, bytes, set, dict)) or not hasattr(values, "__iter__"):
+                raise TypeError(f"{name} must be a list, array or Series of length batch={batch}, "
+                                f"got {type(values).__name__}")
         session_ids, inputs = sessiondata.id_array(session_ids), sessiondata.id_array(input_item_ids)
         if len(session_ids) != batch or len(inputs) != batch:
             raise ValueError(f"session_ids and input_item_ids need length batch={batch} "

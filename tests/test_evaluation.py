@@ -429,6 +429,7 @@ def test_softmax_is_ranked_on_logits_without_underflow_ties(softmax_model, data,
     ({"steps_per_call": 1.5}, r"steps_per_call=1.5 is invalid"),
     ({"items": [UNKNOWN + 1, "nope"]}, r"2 candidate items are unknown to the model"),
     ({"items": []}, r"items is empty"),
+    ({"cutoffs": None}, r"cutoffs=None is invalid: expected positive ints"),
     ({"items": [2, "9"]}, r"1 candidate items are unknown to the model, e\.g\. \['9'\]; 1 of another type"),
     ({"items": [True, 2]}, r"1 candidate items are unknown to the model, e\.g\. \[True\]"),  # not the id 1
 ])

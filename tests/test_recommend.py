@@ -273,6 +273,10 @@ def test_predict_next_batch_subset_and_errors(model):
         model.predict_next_batch([sid], [items[0]], predict_for_item_ids=["nope"], batch=1)
     with pytest.raises(ValueError, match="need length batch=2"):
         model.predict_next_batch([sid], [items[0]], batch=2)
+    with pytest.raises(ValueError, match=r"batch=2.0 is invalid: expected a positive int"):
+        model.predict_next_batch([sid, 9], items[:2], batch=2.0)
+    with pytest.raises(TypeError, match="input_item_ids must be a list, array or Series of length batch=1"):
+        model.predict_next_batch([sid], items[0], batch=1)
     as_float = model.predict_next_batch([next(_TOKENS)], [items[0]], predict_for_item_ids=[float(items[1])], batch=1)
     assert as_float.index.tolist() == [items[1]]  # the model's own id, not the float given for it
     with pytest.raises(ValueError, match=r"1 item ids are unknown.*another type .* int ids, e.g. True"):
