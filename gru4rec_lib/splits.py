@@ -178,10 +178,10 @@ def _check_gap(session_gap, allow_none):
 
 
 # ---------------------------------------------------------------- command line
-def read_table(path, time_key="Time"):
+def read_table(path, keep_text_except=None):
     """All columns of an events file: .tsv/.txt (tab-separated), .csv, .parquet, .pkl/.pickle (trusted
-    only). A text file's columns other than `time_key` are read as text, so that ids such as '007'
-    are written back as they were (`sessiondata.read_text`)."""
+    only). With `keep_text_except` (a column name), a text file's other columns are read as text,
+    so that what is written out again is what was read ('007' stays '007'; `sessiondata.read_text`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in sessiondata._READERS:
@@ -190,8 +190,10 @@ def read_table(path, time_key="Time"):
         raise FileNotFoundError(f"events file not found: {path}")
     if suffix in (".tsv", ".txt", ".csv"):
         sep = "," if suffix == ".csv" else "\t"
+        if keep_text_except is None:
+            return pd.read_csv(path, sep=sep)
         names = pd.read_csv(path, sep=sep, nrows=0).columns
-        return sessiondata.read_text(path, sep, [name for name in names if name != time_key])
+        return sessiondata.read_text(path, sep, [name for name in names if name != keep_text_except])
     return pd.read_parquet(path) if suffix == ".parquet" else pd.read_pickle(path)
 
 
@@ -226,7 +228,7 @@ def main(argv=None):
     logging.basicConfig(level=args.log_level, format="%(message)s")
     keys = dict(user_key=args.user_key, time_key=args.time_key, session_key=args.session_key)
     try:
-        events = read_table(args.events, args.time_key)
+        events = read_table(args.events, keep_text_except=args.time_key)
         parts = dict(zip(("history", "test"), split_user_histories(
             events, last=args.last, cut_time=args.cut_time, session_gap=args.session_gap,
             min_history=args.min_history, **keys)))
