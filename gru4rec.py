@@ -299,8 +299,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     final_act : str or None, default None
         Activation of the scores: 'linear', 'relu', 'tanh', 'leaky-X', 'elu-X', 'selu-X-Y',
         'softmax' (with cross-entropy), 'softmax_logit' (with xe_logit). None: the loss's own,
-        softmax with cross-entropy, softmax_logit with xe_logit, linear with the others (as the
-        PyTorch port, which derives it from the loss); get_params keeps None.
+        softmax with cross-entropy, softmax_logit with xe_logit, linear with the others (the
+        Theano code's default; the PyTorch port's elu_param=0.5 gives elu-0.5 with bpr-max);
+        get_params keeps None.
     hidden_act : str, default 'tanh'
         Activation of the GRU candidate state (the gates are always sigmoid).
     layers : tuple of int, default (100,)
@@ -310,7 +311,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     batch_size : int, default 32
         Number of session-parallel slots (mini-batch size).
     dropout_p_embed : float, default 0.0
-        Dropout on the input vector (separate or shared embedding).
+        Dropout on the input vector (separate or shared embedding); ignored with one-hot input,
+        as in the authors' code.
     dropout_p_hidden : float, default 0.0
         Dropout on every GRU layer's output; the dropped-out vector is carried as hidden state.
     learning_rate : float, default 0.1
@@ -764,8 +766,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
         if cfg.bptt > 1:  # the T-1 steps before the current one (gru4rec_lib/sequences.py)
             train_vars.update({key: shared_on_device(value, key, device) for key, value in self._window_start(cfg).items()})
-        if cfg.dropout_p_embed or cfg.dropout_p_hidden:  # an unused RNG passed through scan unchanged breaks
-            train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # the JAX linker at K=1
+        # only a dropout that is applied (one-hot input has no embedding to drop: # conformance: dropout):
+        if cfg.dropout_p_hidden or (cfg.dropout_p_embed and cfg.mode != "none"):  # an unused RNG passed
+            train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # through scan breaks the JAX linker
         self._store_var = store.var
         log_support = np.log(support).astype(FLOATX)
         consts = [self._store_var, shared_on_device(log_support, "log_support", device),

@@ -295,6 +295,19 @@ def test_dropout_masks_differ_per_step_and_are_threaded_through_scan():
     np.testing.assert_array_equal(mask(fused), second)
 
 
+@pytest.mark.parametrize("dropout_p_hidden", [0.0, 0.3])
+def test_embedding_dropout_is_ignored_with_one_hot_input(dropout_p_hidden):
+    """One-hot input has no embedding vector to drop (the authors' code ignores the option there):
+    the fit runs, and gives the weights of the same fit without it."""
+    params = dict(loss="bpr-max", layers=(6,), batch_size=8, n_sample=4, n_epochs=1, embedding=0,
+                  constrained_embedding=False, dropout_p_hidden=dropout_p_hidden, show_progress=False, seed=1)
+    data = synthetic.generate_sessions(n_sessions=60, n_items=20, seed=4)
+    dropped = gru4rec.GRU4Rec(dropout_p_embed=0.5, **params).fit(data)
+    plain = gru4rec.GRU4Rec(**params).fit(data)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(dropped.state_dict()[key], value, err_msg=key)
+
+
 # ---------------------------------------------------------------- negative sampling (host side)
 @pytest.mark.parametrize("probabilities", [[0.5, 0.5], [1.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4],
                                            np.random.default_rng(3).pareto(1.0, 1000) + 1])
