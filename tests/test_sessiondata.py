@@ -247,6 +247,13 @@ def test_ids_in_text_files_that_read_as_one_number_stay_apart(tmp_path, suffix):
     assert events["SessionId"].tolist() == ["00", "00", "01", "01", "02", "02", "03", "03"]
 
 
+@pytest.mark.parametrize("items", [["1", "1.5", "2", "1.0"], ["True", "true", "False", "1"], ["7", "abc", "8", "x"]])
+def test_ids_that_pandas_would_parse_as_floats_bools_or_a_mix_stay_text(tmp_path, items):
+    path = tmp_path / "events.tsv"
+    path.write_text("SessionId\tItemId\tTime\n" + "".join(f"{i // 2}\t{item}\t{i}\n" for i, item in enumerate(items)))
+    assert load_events(path)["ItemId"].tolist() == items
+
+
 def test_ids_in_text_files_written_plainly_are_int64(tmp_path):
     path = tmp_path / "events.tsv"
     path.write_text("SessionId\tItemId\tTime\n1\t-5\t0\n1\t0\t1\n12\t9223372036854775807\t2\n12\t10\t3\n")
