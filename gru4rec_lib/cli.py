@@ -19,7 +19,7 @@ file last::
     points: 71222 dropped: 0 seconds: 3.21 file: test.tsv
 
 With ``-lpm``, a line ``PRIMARY METRIC: 0.6812345...`` follows: the ``-pm`` metric (recall or
-mrr) at the first ``-m`` cut-off, for scripts.
+mrr) at the first ``-m`` cut-off (at 20 without ``-m``, the authors' default), for scripts.
 
 Progress and the per-epoch lines go to stderr through ``logging``. Usage errors exit with code 2
 (argparse), failures while training or evaluating with code 1; both print ``gru4rec: error: ...``.
@@ -90,8 +90,9 @@ def build_parser():
                         help="continue training the -l model on TRAIN_PATH (new items are added)")
     parser.add_argument("-t", "--test", nargs="+", metavar="TEST_PATH", default=[],
                         help="evaluate on these event files")
-    parser.add_argument("-m", "--measure", dest="measure", nargs="+", type=int, metavar="N", default=[1, 5, 10, 20],
-                        help="cut-offs N of Recall@N and MRR@N (default: 1 5 10 20)")
+    parser.add_argument("-m", "--measure", dest="measure", nargs="+", type=int, metavar="N", default=None,
+                        help="cut-offs N of Recall@N and MRR@N (default: 1 5 10 20; -lpm then reports @20, "
+                             "as the authors' default -m 20)")
     parser.add_argument("-e", "--eval-type", "--eval_type", dest="eval_type", choices=evaluation.MODES, default="standard",
                         help="how ties with the target's score count (default: standard)")
     parser.add_argument("--eval-batch", type=int, default=512, metavar="B",
@@ -101,7 +102,8 @@ def build_parser():
                         help="the metric -lpm prints and --patience watches (default: recall)")
     parser.add_argument("-lpm", "--log-primary-metric", "--log_primary_metric", dest="log_primary_metric",
                         action="store_true",
-                        help="after each test file print 'PRIMARY METRIC: v', the -pm metric at the first -m cut-off")
+                        help="after each test file print 'PRIMARY METRIC: v', the -pm metric at the first -m "
+                             "cut-off (at 20 without -m)")
     parser.add_argument("-sk", "--session-key", "--session_key", dest="session_key", metavar="NAME",
                         help="session id column (default: SessionId)")
     parser.add_argument("-ik", "--item-key", "--item_key", dest="item_key", metavar="NAME",
@@ -167,6 +169,9 @@ def check_args(parser, args):
     if args.load is not None and args.train is None and not args.test and args.save is None:
         parser.error("nothing to do with -l MODEL alone: add -t TEST_PATH to evaluate it, TRAIN_PATH --retrain "
                      "to continue training it, or -s PATH to save a copy")
+    # the cut-off -lpm reports: the first one given, else the authors' default -m 20
+    args.primary_cutoff = args.measure[0] if args.measure else 20
+    args.measure = args.measure or [1, 5, 10, 20]
     if any(n < 1 for n in args.measure):
         parser.error(f"-m: cut-offs must be positive integers, got {args.measure}")
     if args.eval_batch < 1:
@@ -315,7 +320,7 @@ def run(args, params):
                                      history=_data(history))
         print(format_result(result, path))
         if args.log_primary_metric:
-            print(primary_metric_line(result, args.primary_metric, args.measure[0]))
+            print(primary_metric_line(result, args.primary_metric, args.primary_cutoff))
         results.append(result)
     if save_error is not None:  # evaluated anyway: the results above are the trained model's
         raise RuntimeError(f"-s {args.save}: the model was not saved ({save_error})")

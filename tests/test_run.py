@@ -226,6 +226,10 @@ def test_primary_metric_line_per_test_file(trained, files, capsys):
     assert [float(line.split(": ")[1]) for line in primary] == want  # full precision: repr of the float
     assert cli.main([str(path), "-l", "-t", str(files["test"]), "-q"]) == 0
     assert "PRIMARY METRIC" not in capsys.readouterr().out  # only with -lpm
+    assert cli.main([str(path), "-l", "-t", str(files["test"]), "-pm", "mrr", "-lpm", "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()  # without -m: the four default cut-offs, and @20 as the authors'
+    assert [line.split(":")[0] for line in out[:4]] == ["Recall@1", "Recall@5", "Recall@10", "Recall@20"]
+    assert out[-1] == f"PRIMARY METRIC: {evaluation.evaluate(model, files['test'], cutoffs=(20,))['mrr'][20]!r}"
 
 
 def test_reference_flags_reach_the_model(files):
