@@ -185,6 +185,9 @@ def continue_histories(model, group, test, test_events, history_events, batch_si
     past_events = history_events[history_events[seq_key].isin(test.session_ids)]
     past = group(past_events, keep_rows=True)
     before = model._states_before_last(past, batch_size, steps)
+    if past.breaks is not None:  # a last history event that starts a session is fed from the zero state
+        for state in before:
+            state[past.breaks[past.offsets[1:] - 1]] = 0
     tail = past_events.iloc[past.rows[past.offsets[1:] - 1]].copy()  # each user's last known event
     # the tail takes the time of the user's first test event and comes first: sorting is stable
     tail[time_key] = test_events.groupby(seq_key, sort=False)[time_key].min().reindex(tail[seq_key]).to_numpy()

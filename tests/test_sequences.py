@@ -198,12 +198,18 @@ def _replay_ranks(model, history, test, by_session):
     return pd.DataFrame(ranks, columns=["UserId", "position", "rank"])
 
 
+@pytest.mark.parametrize("spanning", [False, True], ids=["history_ends_a_session", "history_starts_a_session"])
 @pytest.mark.parametrize("reset", [False, True], ids=["continuing", "reset_between_sessions"])
 @pytest.mark.slow
-def test_continued_evaluation_equals_replaying_the_history(reset):
+def test_continued_evaluation_equals_replaying_the_history(reset, spanning):
+    """`spanning`: the last session's first event is the history's last (split_user_histories(last=N)
+    often cuts a session so): with resets it starts from zero, not from the session before it."""
     events = user_events()
     last = events.groupby("UserId").SessionId.transform("max")
-    history, test = events[events.SessionId < last], events[events.SessionId == last].copy()
+    in_history = events.SessionId < last
+    if spanning:
+        in_history |= ~events.duplicated(["UserId", "SessionId"]) & (events.SessionId == last)
+    history, test = events[in_history], events[~in_history].copy()
     history = history[~history.UserId.isin(["u1"])]  # u1: no history, starts from zero
     history = history[~((history.UserId == "u2") & (history.index != history[history.UserId == "u2"].index[0]))]
     test.loc[test.index[:2], "ItemId"] = 999  # unknown to the model: dropped
