@@ -50,6 +50,7 @@ with dtype ``int``/``float`` (``values`` = [low, high], optional ``step`` and ``
 import argparse
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -63,6 +64,8 @@ import warnings
 from difflib import get_close_matches
 from pathlib import Path
 from typing import NamedTuple
+
+import pandas as pd
 
 import evaluation
 import gru4rec
@@ -275,6 +278,10 @@ parse_metric = callbacks.parse_metric
 PRUNERS = ("median", "hyperband", "none")
 
 
+class InvalidParams(ValueError):
+    """A trial's parameters (from the space) fail the model's checks: that trial fails."""
+
+
 class SurplusTrial(Exception):
     """A worker asked for a trial after the study already had all it needs; it is not run."""
 
@@ -341,6 +348,12 @@ class _Objective:
         logger.debug("trial %d: %s", trial.number, ", ".join(f"{k}={params[k]!r}" for k in self.searched()))
         started = time.perf_counter()
         model = gru4rec.GRU4Rec(**{**params, "show_progress": False})
+        try:  # a space whose range reaches an invalid value fails this trial, not the study
+            model.config()
+        except (ValueError, TypeError) as err:
+            trial.set_user_attr("error", str(err))
+            logger.warning("trial %d failed: %s (check the space's ranges)", trial.number, err)
+            raise InvalidParams(str(err)) from None
         check = callbacks.Validation(self.valid, self.cutoffs, self.metric, self.patience,
                                      batch_size=self.eval_batch) if self.per_epoch else None
         try:
@@ -465,12 +478,23 @@ def _retry_class():
     return getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", optuna.storages.RetryFailedTrialCallback)
 
 
-def settings_record(metric, space, fixed):
-    """What a study was made for (JSON-ready); a study is continued only with the same settings."""
-    return json.loads(json.dumps({
+def settings_record(metric, space, fixed, data=None):
+    """What a study was made for (JSON-ready); a study is continued only with the same settings.
+    `data`: {"train": events, "valid": events}, recorded by content (`data_digest`)."""
+    record = {
         "metric": metric,
         "space": {name: [d.kind, d.low, d.high, d.log, d.step, list(d.choices)] for name, d in space.items()},
-        "fixed": {k: _plain(v) for k, v in sorted(fixed.items())}}))
+        "fixed": {k: _plain(v) for k, v in sorted(fixed.items())}}
+    if data is not None:
+        record["data"] = {name: data_digest(frame) for name, frame in data.items()}
+    return json.loads(json.dumps(record))
+
+
+def data_digest(events):
+    """sha256 of loaded events' contents (columns, values, order; not the index or the file's name)."""
+    digest = hashlib.sha256(json.dumps([str(c) for c in events.columns]).encode())
+    digest.update(pd.util.hash_pandas_object(events, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def open_study(storage, study_name, settings, seed=None, pruner="median", worker=0):
@@ -514,7 +538,7 @@ def run_trials(study, objective, n_trials, timeout=None, callback=None):
                 optuna.storages.fail_stale_trials(study)
         counted = counted_trials(study.get_trials(deepcopy=False))
         if len(counted) < n_trials or any(t.state == TrialState.WAITING for t in counted):
-            study.optimize(objective, n_trials=1, catch=(gru4rec.ModelFitError, SurplusTrial),
+            study.optimize(objective, n_trials=1, catch=(gru4rec.ModelFitError, SurplusTrial, InvalidParams),
                            callbacks=[callback] if callback else None, gc_after_trial=False)
         elif heartbeat and any(t.state == TrialState.RUNNING for t in counted):
             time.sleep(min(heartbeat, 5))
@@ -525,7 +549,7 @@ def run_trials(study, objective, n_trials, timeout=None, callback=None):
 
 def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=None, timeout=None,
          eval_batch=512, callback=None, storage=None, study_name="gru4rec", pruner="median", patience=None,
-         heartbeat=60, worker=0, extra_cutoffs=(), warmup=None):
+         heartbeat=60, worker=0, extra_cutoffs=(), warmup=None, allow_pickle=False):
     """Search `space` (from `read_space`) on `train`, scoring on `valid`; returns the Optuna study.
 
     Parameters
@@ -567,6 +591,12 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
     warmup : int or None
         Epochs every trial runs before 'median' or 'hyperband' may stop it; None: a third of the
         trials' ``n_epochs`` (`default_warmup`). Not used with an Optuna pruner object.
+    allow_pickle : bool, default False
+        Read ``.pkl``/``.pickle`` paths (a pickle runs code when read).
+
+    The events are read with the column names of `fixed` (session_key, item_key, time_key,
+    user_key). A study in `storage` is continued only for the same metric, space, fixed
+    parameters and data (by content): other data needs another `study_name`.
     """
     import optuna
 
@@ -576,8 +606,8 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
     if not (isinstance(n_trials, int) and n_trials >= 1):
         raise ValueError(f"n_trials must be an int >= 1, got {n_trials!r}")
     fixed = dict(fixed or {})
-    train = sessiondata.load_events(train) if not hasattr(train, "columns") else train
-    valid = sessiondata.load_events(valid) if not hasattr(valid, "columns") else valid
+    keys = {key: fixed.get(key, defaults[key]) for key in ("session_key", "item_key", "time_key", "user_key")}
+    train, valid = (sessiondata.load_events(data, **keys, allow_pickle=allow_pickle) for data in (train, valid))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead
     if warmup is None:
         warmup = default_warmup(space, fixed, defaults)
@@ -586,8 +616,8 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
     if pruner in ("median", "hyperband"):
         logger.info("%s pruner: no trial is stopped before the end of epoch %d", pruner, warmup + 1)
     pruner = make_pruner(pruner, warmup)
-    study = open_study(open_storage(storage, heartbeat), study_name, settings_record(metric, space, fixed),
-                       seed, pruner, worker)
+    study = open_study(open_storage(storage, heartbeat), study_name,
+                       settings_record(metric, space, fixed, {"train": train, "valid": valid}), seed, pruner, worker)
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("patience", patience)
     per_epoch = not isinstance(pruner, optuna.pruners.NopPruner)
@@ -675,10 +705,17 @@ def build_parser():
                         help="the reference's spelling of the metric: with -m N, --metric PM@N")
     parser.add_argument("-m", "--measure", dest="measure", type=int, metavar="N",
                         help="the cut-off of -pm (default 20)")
-    parser.add_argument("-fm", "--final_measure", dest="final_measure", type=int, nargs="+", default=[],
-                        metavar="N", help="at the end, print the best trial's Recall@N and MRR@N at these cut-offs")
-    parser.add_argument("-n", "-nt", "--n-trials", "--ntrials", dest="n_trials", type=int, default=20,
-                        help="number of trials (default 20)")
+    parser.add_argument("-fm", "--final_measure", dest="final_measure", type=int, nargs="+", default=[20],
+                        metavar="N", help="at the end, print the best trial's Recall@N and MRR@N at these cut-offs "
+                                          "(default 20, as the authors' paropt.py)")
+    parser.add_argument("-n", "-nt", "--n-trials", "--ntrials", dest="n_trials", type=int, default=50,
+                        help="number of trials (default 50, as the authors' paropt.py)")
+    for flags, key in ((("-sk", "--session-key", "--session_key"), "session_key"),
+                       (("-ik", "--item-key", "--item_key"), "item_key"),
+                       (("-tk", "--time-key", "--time_key"), "time_key")):
+        parser.add_argument(*flags, dest=key, metavar="NAME", help=f"{key} column of both files (a fixed parameter)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read .pkl/.pickle data files (a pickle runs code when read: only files you trust)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler")
     parser.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
     parser.add_argument("--eval-batch", type=int, default=512, help="parallel sessions in evaluation")
@@ -730,6 +767,10 @@ def final_lines(study, cutoffs):
     """The best trial's 'Recall@N: x MRR@N: y' lines (as the reference's final evaluation prints)."""
     attrs = study.best_trial.user_attrs
     value = lambda kind, n: attrs[kind].get(n, attrs[kind].get(str(n)))  # a database storage keeps JSON keys
+    missing = [n for n in cutoffs if value("recall", n) is None]
+    if missing:  # a continued study whose trials ran before -fm asked for these
+        recorded = sorted(int(n) for n in attrs["recall"])
+        raise ValueError(f"-fm {' '.join(map(str, missing))}: the best trial recorded only the cut-offs {recorded}")
     return [f"Recall@{n}: {value('recall', n):.6f} MRR@{n}: {value('mrr', n):.6f}" for n in cutoffs]
 
 
@@ -786,6 +827,8 @@ def main(argv=None):
         parse_metric(args.metric)
         space = read_space(args.space, defaults)
         fixed = fixed_params(args, space, defaults)
+        fixed.update({key: getattr(args, key) for key in ("session_key", "item_key", "time_key")
+                      if getattr(args, key) is not None})
     except ValueError as err:
         parser.error(str(err))
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -806,7 +849,8 @@ def main(argv=None):
             study = tune(args.train, args.valid, space, fixed, args.metric, args.n_trials, args.seed, args.timeout,
                          args.eval_batch, callback=None if worker else save_json, storage=storage,
                          study_name=args.study_name, pruner=args.pruner, patience=args.patience, warmup=args.warmup,
-                         heartbeat=args.heartbeat, worker=worker, extra_cutoffs=args.final_measure)
+                         heartbeat=args.heartbeat, worker=worker, extra_cutoffs=args.final_measure,
+                         allow_pickle=args.allow_pickle)
             failed = [i for i, child in enumerate(children, 1) if child.wait() != 0]
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         parser.exit(1, f"gru4rec-tune: error: {err}\n")
@@ -831,7 +875,11 @@ def write_outputs(parser, args, study, space, fixed, command, save_json):
     if args.plots is not None:
         for path in plots.tuning_plots(study, args.plots, metric=args.metric):
             logger.info("wrote %s", path)
-    for line in final_lines(study, args.final_measure):
+    try:
+        lines = final_lines(study, args.final_measure)
+    except ValueError as err:
+        parser.exit(1, f"gru4rec-tune: error: {err} (the best parameters are written to {args.output})\n")
+    for line in lines:
         print(line)
     logger.info("best %s %.4f (trial %d of %d); parameters written to %s, trials to %s", args.metric, best.value,
                 best.number, len(counted), args.output, args.json)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 
 from gru4rec_lib import synthetic, tune
@@ -120,6 +121,40 @@ def test_the_same_call_continues_a_study_and_refuses_other_settings(files, tmp_p
     assert tune.tune(*args, n_trials=2, seed=3, storage=storage).trials == study.trials  # done: nothing to run
     with pytest.raises(ValueError, match="made with another metric"):
         tune.tune(*args[:4], "recall@20", n_trials=3, storage=storage)
+    other = pd.read_csv(files / "valid.tsv", sep="\t").iloc[:-3]  # other validation data, same file name
+    other.to_csv(tmp_path / "valid.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match="made with another data"):  # not the old study's results for it
+        tune.tune(args[0], tmp_path / "valid.tsv", *args[2:], n_trials=3, storage=storage)
+
+
+def test_files_with_other_column_names_and_a_final_cut_off_no_trial_recorded(files, tmp_path, capsys):
+    renamed = {"SessionId": "sid", "ItemId": "iid", "Time": "ts"}
+    for name in ("train.tsv", "valid.tsv"):
+        pd.read_csv(files / name, sep="\t").rename(columns=renamed).to_csv(tmp_path / name, sep="\t", index=False)
+    argv = command(tmp_path, tmp_path, 1, "-sk", "sid", "-ik", "iid", "-tk", "ts", "--pruner", "none",
+                   "--storage", f"sqlite:///{tmp_path / 'study.db'}")
+    argv[4:6] = ["-sp", str(files / "space.txt")]
+    assert tune.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("Recall@20: ")  # -fm 20 by default
+    with pytest.raises(SystemExit) as exit_:  # the study is done; its trial recorded no cut-off 7
+        tune.main([*argv, "-fm", "7"])
+    assert exit_.value.code == 1 and "-fm 7: the best trial recorded only the cut-offs [1, 5, 10, 20]" in \
+        capsys.readouterr().err
+
+
+def test_a_space_value_the_model_refuses_fails_its_trial_not_the_study(files, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    (tmp_path / "space.txt").write_text("dropout_p_hidden categorical 0.0 1.0\n")
+    study = optuna.create_study(storage=storage, study_name="gru4rec", direction="maximize")
+    for p in ("1.0", "0.0"):  # Optuna holds the space's categorical tokens
+        study.enqueue_trial({"dropout_p_hidden": p})
+    space = tune.read_space(tmp_path / "space.txt", tune.gru4rec.GRU4Rec().get_params())
+    fixed = {"layers": (8,), "n_epochs": 1, "n_sample": 4, "batch_size": 16}
+    study = tune.tune(files / "train.tsv", files / "valid.tsv", space, fixed, "mrr@10", n_trials=2,
+                      storage=storage, pruner="none")
+    refused, fine = study.get_trials()[:2]
+    assert refused.state.name == "FAIL" and "dropout_p_hidden=1.0 is invalid" in refused.user_attrs["error"]
+    assert fine.state.name == "COMPLETE" and study.best_trial.number == fine.number
 
 
 def test_pruning_stops_a_deliberately_bad_trial_early(files, tmp_path, caplog):
