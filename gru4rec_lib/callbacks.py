@@ -58,6 +58,10 @@ class Validation:
         Tie handling of `evaluation.evaluate`.
     batch_size : int, default 512
         Parallel sessions during evaluation.
+    history : DataFrame or path or None
+        For a GRU4Rec model fitted with ``user_key``: the events each validation user's sequence
+        continues from (normally the training data), as ``evaluation.evaluate(..., history=...)``;
+        None: every validation user starts from the zero state.
 
     Attributes
     ----------
@@ -71,7 +75,7 @@ class Validation:
     """
 
     def __init__(self, valid, cutoffs=None, metric="recall@20", patience=None, min_delta=0.0, mode="standard",
-                 batch_size=512):
+                 batch_size=512, history=None):
         self.kind, self.n = parse_metric(metric)
         self.metric = f"{self.kind}@{self.n}"
         self.cutoffs = _cutoffs(cutoffs, self.n)
@@ -82,8 +86,8 @@ class Validation:
         if mode not in evaluation.MODES:
             raise ValueError(f"mode {mode!r} is not one of {evaluation.MODES}")
         self.valid, self.patience, self.min_delta = valid, patience, float(min_delta)
-        self.mode, self.batch_size = mode, batch_size
-        self._events = None
+        self.mode, self.batch_size, self.past = mode, batch_size, history
+        self._events = self._past = None
         self._reset()
 
     def _reset(self):
@@ -91,11 +95,14 @@ class Validation:
 
     def score(self, model):
         """Evaluate `model` on the validation data; the dict of `evaluation.evaluate`."""
-        if self._events is None:
-            self._events = self.valid if hasattr(self.valid, "columns") else sessiondata.load_events(
-                self.valid, model.session_key, model.item_key, model.time_key, getattr(model, "user_key", None))
+        if self._events is None:  # read once, as evaluate reads them (a user model may have no session column)
+            user_key = getattr(model, "user_key", None)
+            reader = sessiondata.SequenceReader(model.session_key, model.item_key, model.time_key, user_key,
+                                                getattr(model, "reset_between_sessions", False))
+            self._events, self._past = (None if data is None else data if hasattr(data, "columns") else reader.load(data)
+                                        for data in (self.valid, self.past))
         return evaluation.evaluate(model, self._events, cutoffs=self.cutoffs, mode=self.mode,
-                                   batch_size=self.batch_size)
+                                   batch_size=self.batch_size, history=self._past)
 
     def __call__(self, model, stats):
         """Record the epoch's validation numbers; True when early stopping says stop."""

@@ -297,7 +297,7 @@ def run(args, params):
         logger.info("parameters: %s", ", ".join(f"{k}={v!r}" for k, v in params.items()))
     if args.train is not None:
         started = time.perf_counter()
-        check = validation_callback(args)
+        check = validation_callback(args, model)
         hooks = {"callbacks": [check]} if check is not None else {}  # baselines take no callbacks
         if args.retrain:
             model.fit(_data(args.train), retrain=True, **hooks)
@@ -344,12 +344,16 @@ def _data(path):
     return pd.read_pickle(path) if path is not None and _is_pickle(path) else path
 
 
-def validation_callback(args):
-    """The per-epoch validation (and early stopping) of --valid/--patience, or None."""
+def validation_callback(args, model):
+    """The per-epoch validation (and early stopping) of --valid/--patience, or None; a user-history
+    model's validation users continue from their training events, as its test users do."""
     if getattr(args, "valid", None) is None:
         return None
+    history = _file_or_none(args.history if args.history is not None else args.train) \
+        if getattr(model, "user_key", None) is not None else None
     return callbacks.Validation(_data(args.valid), cutoffs=args.measure, metric=f"{args.primary_metric}@{max(args.measure)}",
-                                patience=args.patience, mode=args.eval_type, batch_size=args.eval_batch)
+                                patience=args.patience, mode=args.eval_type, batch_size=args.eval_batch,
+                                history=_data(history))
 
 
 def history_path(args, model):

@@ -354,8 +354,9 @@ class _Objective:
             trial.set_user_attr("error", str(err))
             logger.warning("trial %d failed: %s (check the space's ranges)", trial.number, err)
             raise InvalidParams(str(err)) from None
+        past = self.train if params.get("user_key") else None  # user models continue from their training events
         check = callbacks.Validation(self.valid, self.cutoffs, self.metric, self.patience,
-                                     batch_size=self.eval_batch) if self.per_epoch else None
+                                     batch_size=self.eval_batch, history=past) if self.per_epoch else None
         try:
             model.fit(self.train, callbacks=[check, _pruning_hook(trial, check)] if check else None)
         except gru4rec.ModelFitError as err:
@@ -365,7 +366,8 @@ class _Objective:
             self._record(trial, model, check, check.history[-1], started)
             raise
         if check is None:
-            result = evaluation.evaluate(model, self.valid, cutoffs=self.cutoffs, batch_size=self.eval_batch)
+            result = evaluation.evaluate(model, self.valid, cutoffs=self.cutoffs, batch_size=self.eval_batch,
+                                         history=past)
         else:  # with early stopping the trial's value is its best epoch's
             result = check.history[(check.best_epoch if self.patience else len(check.history)) - 1]
         self._record(trial, model, check, result, started)

@@ -1,5 +1,6 @@
 """fit(callbacks=...): called after every epoch, can stop training; the validation / early-stopping callback."""
 import numpy as np
+import pandas as pd
 import pytest
 
 import evaluation
@@ -70,6 +71,22 @@ def test_validation_callback_matches_evaluate_after_each_epoch(data):
     assert check.history[0]["recall"] == one["recall"] and check.history[0]["mrr"] == one["mrr"]
     assert check.history[0]["loss"] > 0 and check.best_epoch in (1, 2)
     assert check.best_value == max(h["mrr"][10] for h in check.history)
+
+
+def test_validation_of_a_user_model_continues_the_users_histories(tmp_path):
+    """Validation(history=train) gives evaluate(..., history=train) after each epoch, and files
+    without a session column are read as the model reads them (a user model needs none)."""
+    events = synthetic.generate_sessions(n_sessions=250, n_items=30, seed=5).rename(columns={"SessionId": "UserId"})
+    last = events.groupby("UserId").Time.transform("max")
+    train, valid = events[events.Time < last], events[events.Time == last].copy()
+    valid = pd.concat([train.groupby("UserId").tail(1).assign(Time=lambda f: f.Time + 0.5), valid])
+    train.to_csv(tmp_path / "train.tsv", sep="\t", index=False)
+    valid.to_csv(tmp_path / "valid.tsv", sep="\t", index=False)
+    params = dict(PARAMS, user_key="UserId")
+    check = callbacks.Validation(tmp_path / "valid.tsv", cutoffs=(5,), metric="recall@5", history=tmp_path / "train.tsv")
+    gru4rec.GRU4Rec(n_epochs=1, **params).fit(train, callbacks=[check])
+    want = evaluation.evaluate(gru4rec.GRU4Rec(n_epochs=1, **params).fit(train), valid, cutoffs=(5,), history=train)
+    assert check.history[0]["recall"] == want["recall"] and check.history[0]["mrr"] == want["mrr"]
 
 
 def test_early_stopping_waits_patience_epochs(data):
