@@ -315,10 +315,13 @@ def run(args, params):
     if history is not None:
         logger.info("evaluation continues each user's state after their events in %s", history)
     for path in args.test:
-        result = evaluation.evaluate(model, _data(path), cutoffs=args.measure, mode=args.eval_type,
-                                     batch_size=args.eval_batch, show_progress=not args.quiet,
-                                     history=_data(history))
-        print(format_result(result, path))
+        try:
+            result = evaluation.evaluate(model, _data(path), cutoffs=args.measure, mode=args.eval_type,
+                                         batch_size=args.eval_batch, show_progress=not args.quiet,
+                                         history=_data(history))
+        except (ValueError, KeyError, TypeError) as err:  # several -t files: say which one
+            raise type(err)(f"-t {path}: {err.args[0] if err.args else err}") from err
+        print(format_result(result, path, args.measure))
         if args.log_primary_metric:
             print(primary_metric_line(result, args.primary_metric, args.primary_cutoff))
         results.append(result)
@@ -384,9 +387,11 @@ def training_summary(model, seconds):
             f"{events / epoch_seconds:.0f} events/s, {batches / epoch_seconds:.1f} mini-batches/s")
 
 
-def format_result(result, path):
-    """'Recall@N: x MRR@N: y' lines (6 decimals, as the reference prints), then the counts and the file."""
-    lines = [f"Recall@{n}: {result['recall'][n]:.6f} MRR@{n}: {result['mrr'][n]:.6f}" for n in result["recall"]]
+def format_result(result, path, cutoffs=None):
+    """'Recall@N: x MRR@N: y' lines (6 decimals, as the reference prints), one per cut-off as given
+    (a repeated one too, as the reference), then the counts and the file."""
+    cutoffs = result["recall"] if cutoffs is None else cutoffs
+    lines = [f"Recall@{n}: {result['recall'][n]:.6f} MRR@{n}: {result['mrr'][n]:.6f}" for n in cutoffs]
     lines.append(f"points: {result['n_points']} dropped: {result['n_dropped']} "
                  f"seconds: {result['seconds']:.2f} file: {path}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ so the module shares files and one trained model between tests.
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gru4rec_lib import baselines
@@ -214,6 +215,19 @@ def test_output_one_line_per_cutoff_then_counts(trained, files, capsys):
         f"Recall@5: {reference['recall'][5]:.6f} MRR@5: {reference['mrr'][5]:.6f}",
         f"points: {reference['n_points']} dropped: {reference['n_dropped']} seconds: "
         f"{lines[-1].split('seconds: ')[1].split()[0]} file: {files['test']}"]
+
+
+def test_a_repeated_cut_off_prints_its_line_again_and_a_failing_test_file_is_named(trained, files, tmp_path, capsys):
+    model, path = trained
+    assert cli.main([str(path), "-l", "-t", str(files["test"]), "-m", "5", "20", "5", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["Recall@5", "Recall@20", "Recall@5"]  # as the authors
+    unknown = pd.DataFrame({"SessionId": [1, 1], "ItemId": [10**9, 10**9 + 1], "Time": [0, 1]})
+    unknown.to_csv(tmp_path / "unknown.tsv", sep="\t", index=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([str(path), "-l", "-t", str(files["test"]), str(tmp_path / "unknown.tsv"), "-q"])
+    assert exit_.value.code == 1
+    assert f"-t {tmp_path / 'unknown.tsv'}: the test data has no session" in capsys.readouterr().err
 
 
 def test_primary_metric_line_per_test_file(trained, files, capsys):
