@@ -117,6 +117,8 @@ def build_parser():
                              "state after their events in PATH (default: TRAIN_PATH; 'none': start from zero)")
     parser.add_argument("--model", choices=["gru4rec", *BASELINES], default="gru4rec",
                         help="model to train (default: gru4rec)")
+    parser.add_argument("-g", "--gru4rec_model", dest="gru4rec_file", choices=["gru4rec", "gru4rec_pytorch"],
+                        help="the authors' choice of their GRU4Rec file: either name means this GRU4Rec")
     parser.add_argument("-d", "--device", dest="device", metavar="DEVICE",
                         help="compute device: cpu, gpu (also cuda, cuda:0; default: what JAX finds)")
     parser.add_argument("-ss", "--sample-store-size", "--sample_store_size", dest="sample_store", type=int,

@@ -219,7 +219,7 @@ def test_output_one_line_per_cutoff_then_counts(trained, files, capsys):
 
 def test_a_repeated_cut_off_prints_its_line_again_and_a_failing_test_file_is_named(trained, files, tmp_path, capsys):
     model, path = trained
-    assert cli.main([str(path), "-l", "-t", str(files["test"]), "-m", "5", "20", "5", "-q"]) == 0
+    assert cli.main([str(path), "-l", "-t", str(files["test"]), "-m", "5", "20", "5", "-g", "gru4rec", "-q"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines[:3]] == ["Recall@5", "Recall@20", "Recall@5"]  # as the authors
     unknown = pd.DataFrame({"SessionId": [1, 1], "ItemId": [10**9, 10**9 + 1], "Time": [0, 1]})
