@@ -65,7 +65,23 @@ def test_shipped_spaces_read():
     for name in ("xe_shared.txt", "bprmax_shared.txt", "xe_shared_small.txt", "xe_search.txt", "xe_narrow.txt"):
         space = tune.read_space(f"paramspaces/{name}", DEFAULTS)
         assert {"layers", "batch_size", "learning_rate", "momentum", "sample_alpha"} <= set(space)
-        assert space["learning_rate"].log
+        assert space["learning_rate"].log == (name not in ("xe_shared.txt", "bprmax_shared.txt"))
+
+
+@pytest.mark.parametrize("name", ["xe_shared.txt", "bprmax_shared.txt"])
+def test_the_standard_spaces_are_the_authors(name):
+    """paramspaces/gru4rec_{xe,bprmax}_standard_parspace.json of the authors, value for value."""
+    space = tune.read_space(f"paramspaces/{name}", DEFAULTS)
+    want = {"layers": (64, 512, False, 32), "batch_size": (32, 256, False, 16), "dropout_p_embed": (0, 0.5, False, 0.05),
+            "dropout_p_hidden": (0, 0.7, False, 0.05), "learning_rate": (0.01, 0.25, False, 0.005),
+            "momentum": (0, 0.9, False, 0.05), "sample_alpha": (0, 1, False, 0.1)}
+    if name == "bprmax_shared.txt":
+        want["bpreg"] = (0, 2, False, 0.05)
+    for key, (low, high, log, step) in want.items():
+        d = space[key]
+        assert (d.low, d.high, d.log, d.step) == pytest.approx((low, high, log, step)), key
+    assert "logq" not in space and sorted(k for k, d in space.items() if d.kind != "fixed") == sorted(
+        [*want, *(["final_act"] if name == "bprmax_shared.txt" else [])])
 
 
 @pytest.mark.parametrize("space_line, fixed, expected", [("", {"n_epochs": 16}, 5), ("", {"n_epochs": 3}, 1),
