@@ -447,7 +447,10 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         return {name: getattr(self, name) for name in PARAM_NAMES}
 
     def set_params(self, **params):
-        """Set constructor parameters; unknown names raise ValueError. Returns self."""
+        """Set constructor parameters; unknown names raise ValueError. Returns self.
+
+        A fitted model keeps serving, and `save` keeps writing, the parameters it was fitted (or
+        loaded) with: new values take effect at the next `fit`."""
         for name, value in params.items():
             if name not in PARAM_NAMES:
                 close = get_close_matches(name, PARAM_NAMES, n=3)
@@ -897,7 +900,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         self._state = {name: shared_on_device(value, name, cfg.device) for name, value in state.items()}
         self._support = support
         self._cfg = cfg
-        self._fns, self._live = {}, None
+        self._fitted_params = self.get_params()  # what save writes: set_params takes effect at the next fit
+        # new weights or items: no state computed with the old ones is continued (# live sessions too)
+        self._fns, self._live, self._predict_state, self._slot_states, self._cand_positions = {}, None, None, None, None
 
     def _train_epoch(self, cfg, train, train_fn, store, order_rng, epoch):
         """One pass over the sessions; logs loss, seconds, mini-batches/s and events/s."""
@@ -1066,11 +1071,11 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
 
     def _positions(self, cand_idx):
         """(n_items,) int32: position of each item among the candidates, -1 if absent (cached)."""
-        cached = getattr(self, "_cand_positions", (None, None))
-        if cached[0] is not cand_idx:
+        cached = getattr(self, "_cand_positions", None)
+        if cached is None or not np.array_equal(cached[0], cand_idx):  # by value: the caller may reuse the array
             pos = np.full(self.n_items_, -1, dtype=np.int32)
             pos[cand_idx] = np.arange(len(cand_idx), dtype=np.int32)
-            self._cand_positions = cached = (cand_idx, pos)
+            self._cand_positions = cached = (np.array(cand_idx, copy=True), pos)
         return cached[1]
 
     @float32_graph
@@ -1232,8 +1237,10 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     def save(self, path):
         """Write the fitted model to one ``.npz`` file, atomically (temporary file + rename).
 
-        The file holds the hyperparameters as JSON, the item ids, the item supports, the weights
-        and the optimiser state (so that ``fit(..., retrain=True)`` continues after a load). No
+        The file holds the hyperparameters the model was fitted with as JSON (not values given
+        to `set_params` since), the item ids, the item supports, the weights and the optimiser
+        state (so that ``fit(..., retrain=True)`` continues after a load); not the live sessions
+        of `recommend` nor the slots of `predict_next_batch`. No
         pickle: item ids must be ints or strings. Non-finite weights are refused (ValueError);
         a failed write leaves no temporary file and an existing file at `path` unchanged.
         """
@@ -1244,7 +1251,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         arrays = {f"state/{name}": value for name, value in state.items()}
         arrays.update(format_version=np.array(FORMAT_VERSION), item_ids=modelfile.portable_ids(self.item_ids_),
                       support=self._support, epoch_losses=np.asarray(getattr(self, "epoch_losses_", []), float),
-                      params_json=np.array(json.dumps(self.get_params(), default=modelfile.json_scalar)),
+                      params_json=np.array(json.dumps(self._fitted_params, default=modelfile.json_scalar)),
                       library_version=np.array(__version__))
         return modelfile.atomic_savez(os.fspath(path), arrays)
 

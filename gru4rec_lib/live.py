@@ -33,7 +33,9 @@ class LiveSessionsMixin:
         unknown to the model are ignored for the state (the session keeps its state; a session
         with no known item yet is scored from the zero state, i.e. the model's context-free
         ranking) and never raise; an id of the wrong type for the model's ids (``'4'`` for a
-        model with int ids) is also unknown, and a call with one warns once naming it.
+        model with int ids) is also unknown, and a call with one warns once naming it. A `fit`
+        (retrain included), `load_state_dict` or `load` starts with no live session: no state
+        computed with other weights is continued.
 
         Parameters
         ----------

@@ -82,6 +82,37 @@ def test_device_scan_equals_the_host_loop_of_score_step(planted, fitted):
         assert np.mean([np.mean(v1 == v2) for (_, v1), (_, v2) in zip(got, want)]) > 0.99
 
 
+def test_candidates_changed_in_place_are_taken_by_value(planted, fitted):
+    """score_steps with one candidate array changed in place between calls ranks as a fresh copy would."""
+    model = fitted["GRU4Rec"]
+    data = sessiondata.SessionData.from_events(sessiondata.load_events(planted[1]), model.item_map_, drop_unknown=True)
+    chunk = next(sessiondata.session_parallel_schedule(data, np.arange(data.n_sessions), 8, 4))
+    ranking = evaluation.Ranking((5,), "standard")
+    candidates = np.array([0, 3, 4, 9, 20], np.int32)
+
+    def ranks(cand):
+        model.reset_state()
+        return np.asarray(model.score_steps(chunk, ranking, cand, keep_values=True)[1])
+    ranks(candidates)
+    candidates[:] = [1, 2, 5, 6, 7]
+    np.testing.assert_array_equal(ranks(candidates), ranks(candidates.copy()))
+
+
+def test_a_new_fit_continues_no_slot_state_of_the_old_weights(planted):
+    train = planted[0]
+    model = gru4rec.GRU4Rec(layers=(4,), n_epochs=1, n_sample=4, batch_size=16, show_progress=False).fit(train)
+    items = model.item_ids_[:2]
+    model.predict_next_batch(["s"], items[:1], batch=1)
+    model.score_step([True], [0], [True])
+    model.fit(train, retrain=True)
+    continued = model.predict_next_batch(["s"], items[1:], batch=1)  # the same session id as before the retrain
+    slot = model.score_step([False], [1], [True])
+    model.reset_state()
+    fresh = model.predict_next_batch(["t"], items[1:], batch=1)
+    np.testing.assert_array_equal(continued.to_numpy(), fresh.to_numpy())
+    np.testing.assert_array_equal(slot, model.score_step([True], [1], [True]))
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_reset_state_of_given_slots_starts_only_them_afresh(name, fitted):
     model = fitted[name]

@@ -220,6 +220,14 @@ def test_save_onto_a_directory_leaves_no_temporary_file(files, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.npz"]
 
 
+def test_save_writes_the_parameters_the_model_was_fitted_with(files, tmp_path):
+    model = gru4rec.GRU4Rec.load(files["model"])
+    fitted = model.get_params()
+    model.set_params(learning_rate=0.5, max_live_sessions=3)  # takes effect at the next fit
+    loaded = gru4rec.GRU4Rec.load(model.save(tmp_path / "m.npz"))
+    assert loaded.get_params() == fitted
+
+
 def test_a_folder_that_cannot_take_the_file_names_the_users_path(files):
     target = "/proc/self/model.npz"  # an existing folder in which no one, not even root, creates files
     with pytest.raises(OSError) as info:
