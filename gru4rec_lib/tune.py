@@ -329,9 +329,9 @@ class _Objective:
     """Optuna objective: fit (validating each epoch when pruning or stopping early), store the details."""
 
     def __init__(self, train, valid, space, fixed, defaults, metric, cutoffs, n_trials, eval_batch, per_epoch,
-                 patience):
+                 patience, mode="standard"):
         self.train, self.valid, self.space, self.fixed, self.defaults = train, valid, space, fixed, defaults
-        self.metric, self.n_trials, self.eval_batch = metric, n_trials, eval_batch
+        self.metric, self.n_trials, self.eval_batch, self.mode = metric, n_trials, eval_batch, mode
         self.per_epoch, self.patience = per_epoch or patience is not None, patience
         self.cutoffs = cutoffs
 
@@ -355,7 +355,7 @@ class _Objective:
             logger.warning("trial %d failed: %s (check the space's ranges)", trial.number, err)
             raise InvalidParams(str(err)) from None
         past = self.train if params.get("user_key") else None  # user models continue from their training events
-        check = callbacks.Validation(self.valid, self.cutoffs, self.metric, self.patience,
+        check = callbacks.Validation(self.valid, self.cutoffs, self.metric, self.patience, mode=self.mode,
                                      batch_size=self.eval_batch, history=past) if self.per_epoch else None
         try:
             model.fit(self.train, callbacks=[check, _pruning_hook(trial, check)] if check else None)
@@ -367,7 +367,7 @@ class _Objective:
             raise
         if check is None:
             result = evaluation.evaluate(model, self.valid, cutoffs=self.cutoffs, batch_size=self.eval_batch,
-                                         history=past)
+                                         history=past, mode=self.mode)
         else:  # with early stopping the trial's value is its best epoch's
             result = check.history[(check.best_epoch if self.patience else len(check.history)) - 1]
         self._record(trial, model, check, result, started)
@@ -480,7 +480,7 @@ def _retry_class():
     return getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", optuna.storages.RetryFailedTrialCallback)
 
 
-def settings_record(metric, space, fixed, data=None):
+def settings_record(metric, space, fixed, data=None, mode="standard"):
     """What a study was made for (JSON-ready); a study is continued only with the same settings.
     `data`: {"train": events, "valid": events}, recorded by content (`data_digest`)."""
     record = {
@@ -489,6 +489,8 @@ def settings_record(metric, space, fixed, data=None):
         "fixed": {k: _plain(v) for k, v in sorted(fixed.items())}}
     if data is not None:
         record["data"] = {name: data_digest(frame) for name, frame in data.items()}
+    if mode != "standard":  # (a study made before tie modes could be chosen has no entry)
+        record["mode"] = mode
     return json.loads(json.dumps(record))
 
 
@@ -551,7 +553,7 @@ def run_trials(study, objective, n_trials, timeout=None, callback=None):
 
 def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=None, timeout=None,
          eval_batch=512, callback=None, storage=None, study_name="gru4rec", pruner="median", patience=None,
-         heartbeat=60, worker=0, extra_cutoffs=(), warmup=None, allow_pickle=False):
+         heartbeat=60, worker=0, extra_cutoffs=(), warmup=None, allow_pickle=False, mode="standard"):
     """Search `space` (from `read_space`) on `train`, scoring on `valid`; returns the Optuna study.
 
     Parameters
@@ -595,6 +597,8 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
         trials' ``n_epochs`` (`default_warmup`). Not used with an Optuna pruner object.
     allow_pickle : bool, default False
         Read ``.pkl``/``.pickle`` paths (a pickle runs code when read).
+    mode : str, default 'standard'
+        How ties with the target's score count in the trials' evaluation (`evaluation.evaluate`).
 
     The events are read with the column names of `fixed` (session_key, item_key, time_key,
     user_key). A study in `storage` is continued only for the same metric, space, fixed
@@ -607,6 +611,8 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
     cutoffs = tuple(sorted(set(CUTOFFS) | {n} | set(extra_cutoffs)))
     if not (isinstance(n_trials, int) and n_trials >= 1):
         raise ValueError(f"n_trials must be an int >= 1, got {n_trials!r}")
+    if mode not in evaluation.MODES:
+        raise ValueError(f"mode={mode!r} is invalid: expected one of {evaluation.MODES}")
     fixed = dict(fixed or {})
     keys = {key: fixed.get(key, defaults[key]) for key in ("session_key", "item_key", "time_key", "user_key")}
     train, valid = (sessiondata.load_events(data, **keys, allow_pickle=allow_pickle) for data in (train, valid))
@@ -619,12 +625,13 @@ def tune(train, valid, space, fixed=None, metric="recall@20", n_trials=20, seed=
         logger.info("%s pruner: no trial is stopped before the end of epoch %d", pruner, warmup + 1)
     pruner = make_pruner(pruner, warmup)
     study = open_study(open_storage(storage, heartbeat), study_name,
-                       settings_record(metric, space, fixed, {"train": train, "valid": valid}), seed, pruner, worker)
+                       settings_record(metric, space, fixed, {"train": train, "valid": valid}, mode), seed, pruner,
+                       worker)
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("patience", patience)
     per_epoch = not isinstance(pruner, optuna.pruners.NopPruner)
     objective = _Objective(train, valid, space, fixed, defaults, metric, cutoffs, n_trials, eval_batch, per_epoch,
-                           patience)
+                           patience, mode)
     run_trials(study, objective, n_trials, timeout, _reporter(metric, n_trials, objective.searched(), callback))
     return study
 
@@ -718,6 +725,8 @@ def build_parser():
         parser.add_argument(*flags, dest=key, metavar="NAME", help=f"{key} column of both files (a fixed parameter)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="read .pkl/.pickle data files (a pickle runs code when read: only files you trust)")
+    parser.add_argument("-e", "--eval-type", "--eval_type", dest="eval_type", choices=evaluation.MODES,
+                        default="standard", help="how ties with the target's score count (default: standard)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler")
     parser.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
     parser.add_argument("--eval-batch", type=int, default=512, help="parallel sessions in evaluation")
@@ -852,7 +861,7 @@ def main(argv=None):
                          args.eval_batch, callback=None if worker else save_json, storage=storage,
                          study_name=args.study_name, pruner=args.pruner, patience=args.patience, warmup=args.warmup,
                          heartbeat=args.heartbeat, worker=worker, extra_cutoffs=args.final_measure,
-                         allow_pickle=args.allow_pickle)
+                         allow_pickle=args.allow_pickle, mode=args.eval_type)
             failed = [i for i, child in enumerate(children, 1) if child.wait() != 0]
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         parser.exit(1, f"gru4rec-tune: error: {err}\n")

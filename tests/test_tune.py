@@ -125,6 +125,19 @@ def test_the_same_call_continues_a_study_and_refuses_other_settings(files, tmp_p
     other.to_csv(tmp_path / "valid.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match="made with another data"):  # not the old study's results for it
         tune.tune(args[0], tmp_path / "valid.tsv", *args[2:], n_trials=3, storage=storage)
+    with pytest.raises(ValueError, match="made with another mode"):
+        tune.tune(*args, n_trials=3, storage=storage, mode="conservative")
+
+
+def test_trials_are_scored_in_the_tie_mode_asked_for(files):
+    space = tune.read_space(files / "space.txt", tune.gru4rec.GRU4Rec().get_params())
+    fixed = {"layers": (8,), "n_epochs": 1, "n_sample": 4, "batch_size": 16, "final_act": "relu", "loss": "bpr-max"}
+    study = tune.tune(files / "train.tsv", files / "valid.tsv", space, fixed, "recall@20", n_trials=1, seed=3,
+                      pruner="none", mode="conservative")
+    model = tune.gru4rec.GRU4Rec(**{**fixed, **tune.best_params(study), "show_progress": False}).fit(files / "train.tsv")
+    want = tune.evaluation.evaluate(model, files / "valid.tsv", cutoffs=(20,), mode="conservative")["recall"][20]
+    assert study.best_value == want
+    assert want != tune.evaluation.evaluate(model, files / "valid.tsv", cutoffs=(20,))["recall"][20]  # relu's ties
 
 
 def test_files_with_other_column_names_and_a_final_cut_off_no_trial_recorded(files, tmp_path, capsys):
