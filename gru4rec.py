@@ -781,15 +781,16 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                        for name, value in self._run_time_values(cfg).items()]
         variables = {**self._state, **train_vars}
         names = list(variables)
-        # static (K, B) shapes: otherwise scan hoists (K, B, B) masks with a traced shape JAX rejects
-        seqs = schedule_inputs(K, B) + [pt.tensor("sample_rows", dtype="int32", shape=(K,))]
+        # the graph of one step, looped K times by XLA (`compile_fn`'s repeat: PyTensor rewrites one
+        # step whatever K); static (1, B) shapes: a traced shape would reach JAX inside the scan
+        seqs = schedule_inputs(1, B) + [pt.tensor("sample_rows", dtype="int32", shape=(1,))]
         outputs = pytensor.scan(
             lambda *a: self._train_step(cfg, names, B, *a), sequences=seqs,
             outputs_info=[variables[n] for n in names] + [None], non_sequences=consts,
-            n_steps=K, strict=True, return_updates=False)
+            n_steps=1, strict=True, return_updates=False)
         updates = {variables[n]: out if n == "rng" else out[-1] for n, out in zip(names, outputs[:-1])}
         self._train_vars = train_vars
-        return compile_fn(seqs, outputs[-1], updates, reuse=True)
+        return compile_fn(seqs, outputs[-1], updates, reuse=True, repeat=K)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):

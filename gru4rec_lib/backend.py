@@ -70,19 +70,22 @@ def float32_graph(method):
     return wrapper
 
 
-def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False):
+def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1):
     """Compile with the JAX linker (donating updated buffers) and float32 as floatX.
 
     With `reuse` (and the compilation cache on), the compiled program is kept in the cache
     folder and a later compile of an equal graph loads it instead of rewriting the graph
     (`gru4rec_lib.programs`); the result is then a `programs.Program`, called the same way.
+    With `repeat` > 1 a call runs the graph `repeat` times in a loop of XLA's
+    (`programs.from_function`): the explicit inputs and outputs, whose leading axis has length 1
+    in the graph, have length `repeat` in a call, and each pass sees the previous pass's updates.
     """
     _default_compilation_cache()
     folder = programs_folder() if reuse else None
     key = None
     if folder:
         try:
-            key = programs.fingerprint(inputs, outputs, updates, donate)
+            key = programs.fingerprint(inputs, outputs, updates, donate, repeat)
         except programs.Uncacheable as err:
             logger.debug("compiled program not kept: %s", err)
         loaded = key and programs.load(folder, key, inputs, outputs, updates)
@@ -95,8 +98,13 @@ def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False):
         warnings.filterwarnings("ignore", message=".*RandomType SharedVariables.*")
         fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
     fn.trust_input = True  # inputs are built by this module with the right dtypes
+    single = not isinstance(outputs, (list, tuple))
+    if repeat != 1:
+        if fn.maker.linker.scalar_shape_inputs:
+            raise ValueError("a repeated function needs static shapes")
+        return programs.from_function(fn, folder if key else None, key, single, repeat)
     if key and not fn.maker.linker.scalar_shape_inputs:
-        return programs.from_function(fn, folder, key, single=not isinstance(outputs, (list, tuple)))
+        return programs.from_function(fn, folder, key, single)
     return fn
 
 

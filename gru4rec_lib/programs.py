@@ -125,8 +125,9 @@ def _describe_root(var, inputs):
     raise Uncacheable(f"root variable {var} is neither an input, a constant nor shared")
 
 
-def fingerprint(inputs, outputs, updates, donate):
-    """Hex digest naming the program of ``pytensor.function(inputs, outputs, updates=updates)``."""
+def fingerprint(inputs, outputs, updates, donate, repeat=1):
+    """Hex digest naming the program of ``pytensor.function(inputs, outputs, updates=updates)``,
+    run `repeat` times per call (`from_function`)."""
     dynamic = [var.name for var in inputs if None in getattr(var.type, "shape", (None,))]
     if dynamic:  # an exported program has the shapes it was exported with
         raise Uncacheable(f"inputs without a static shape: {dynamic}")
@@ -140,6 +141,8 @@ def fingerprint(inputs, outputs, updates, donate):
         raise Uncacheable(f"state on several platforms: {platforms}")
     text += f"\nplatforms {platforms}"  # a program runs where it was made
     text += f"\ndonate {donate}\n{_versions()}\npackage {_package_digest()}"
+    if repeat != 1:
+        text += f"\nrepeat {repeat}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -197,10 +200,10 @@ def _on_device(cells):
                                    cell[0])
 
 
-def _jit(exported, donated):
+def _jit(function, donated):
     import jax
 
-    jitted = jax.jit(exported.call, donate_argnums=tuple(donated))
+    jitted = jax.jit(function, donate_argnums=tuple(donated))
 
     def call(*args):
         with jax.enable_x64(False), warnings.catch_warnings():
@@ -242,14 +245,40 @@ def load(folder, key, inputs, outputs, updates):
         return None
     _on_device(cells)
     logger.debug("compiled program loaded from %s", path)
-    return Program(_jit(exported, meta["donated"]), meta["n_inputs"], cells, update_cells, meta["n_outputs"],
+    return Program(_jit(exported.call, meta["donated"]), meta["n_inputs"], cells, update_cells, meta["n_outputs"],
                    meta["single"])
 
 
-def from_function(fn, folder, key, single):
-    """A `Program` running PyTensor function `fn` (JAX linker): at its first call it exports the
-    program to `folder` under `key`, then runs it as `load` would, so a later process compiles
-    exactly the same XLA program (and finds it in XLA's cache)."""
+def _looped(function, n_inputs, n_outputs, updated, repeat):
+    """`function` (explicit inputs, then shared values -> explicit outputs, then the updated
+    shared values) run `repeat` times in one `jax.lax.scan`: the explicit inputs and outputs,
+    whose leading axis has length 1 in the graph, have length `repeat` here, one slice per pass;
+    each pass sees the shared values the one before it updated (`updated`: their positions among
+    the shared values)."""
+    import jax
+
+    def looped(*values):
+        sequences, shared = values[:n_inputs], list(values[n_inputs:])
+
+        def one_pass(carried, step):
+            current = list(shared)
+            for position, value in zip(updated, carried):
+                current[position] = value
+            out = function(*(value[None] for value in step), *current)
+            return tuple(out[n_outputs:]), tuple(out[:n_outputs])
+
+        final, stacked = jax.lax.scan(one_pass, tuple(shared[p] for p in updated), sequences, length=repeat)
+        return (*(value.reshape((repeat * value.shape[1],) + value.shape[2:]) for value in stacked), *final)
+    return looped
+
+
+def from_function(fn, folder, key, single, repeat=1):
+    """A `Program` running PyTensor function `fn` (JAX linker), `repeat` times per call (`_looped`:
+    the loop is XLA's, so PyTensor rewrites and converts the graph of one pass only).
+
+    With a `folder`, at its first call it exports the program there under `key`, then runs it as
+    `load` would, so a later process compiles exactly the same XLA program (and finds it in
+    XLA's cache); without one it only runs it."""
     import jax
 
     maker, linker = fn.maker, fn.maker.linker
@@ -260,16 +289,22 @@ def from_function(fn, folder, key, single):
     updated_positions = [fgraph.update_mapping[o] for o in sorted(fgraph.update_mapping)]
     n_outputs = len(fgraph.outputs) - len(updated_positions)
     update_cells = [thunk.inputs[i] for i in updated_positions]
+    function = linker.raw_function
+    if repeat != 1:
+        function = _looped(function, n_inputs, n_outputs, [i - n_inputs for i in updated_positions], repeat)
     state = {}
 
     def first_call(*values):
         _on_device(cells)
         values = [*values[:n_inputs], *(cell[0] for cell in cells)]
+        donated = sorted(linker.donated)
+        if folder is None:
+            state["call"] = _jit(function, donated)
+            return state["call"](*values)
         with jax.enable_x64(False), warnings.catch_warnings():  # as the linker's own calls
             warnings.filterwarnings("ignore", message="Explicitly requested dtype")
-            exported = jax.export.export(jax.jit(linker.raw_function),  # for the state's device, which
+            exported = jax.export.export(jax.jit(function),  # for the state's device, which
                                          platforms=_platforms(values) or None)(*values)  # need not be the default
-        donated = sorted(linker.donated)
         # the RNG copy the linker made has no name: name it after the original variable
         meta = {"format": FORMAT, "key": key, "n_inputs": n_inputs, "n_outputs": n_outputs, "single": single,
                 "shared": [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))],
@@ -279,7 +314,7 @@ def from_function(fn, folder, key, single):
         meta["sha256"] = hashlib.sha256(body).hexdigest()
         _write(Path(folder) / (key + SUFFIX), json.dumps(meta).encode() + b"\n" + body)
         logger.debug("compiled program saved to %s", Path(folder) / (key + SUFFIX))
-        state["call"] = _jit(exported, donated)
+        state["call"] = _jit(exported.call, donated)
         return state["call"](*values)
 
     def call(*values):

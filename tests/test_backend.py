@@ -264,3 +264,33 @@ def test_evaluation_loads_its_saved_program_with_the_same_numbers(tmp_path, rest
         assert _kinds([r.getMessage() for r in caplog.records if r.name == "gru4rec_lib.programs"]) == [expected]
     for result in results:
         assert (result["recall"], result["mrr"]) == (plain["recall"], plain["mrr"])
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_repeated_function_runs_its_graph_once_per_slice_carrying_its_updates(tmp_path, restore_jax_cache_config,
+                                                                                kept):
+    """compile_fn(repeat=K): one call runs the graph on each of K input slices in turn, each pass
+    seeing the shared values the previous pass updated, and stacks the outputs; kept in the
+    cache folder, a second compile loads the same program."""
+    import pytensor.tensor as pt
+
+    if kept:
+        backend.enable_compilation_cache(tmp_path)
+    else:
+        backend.disable_compilation_cache()
+    device = backend.resolve_device("cpu")
+    xs = np.arange(12, dtype=np.float32).reshape(4, 3)
+    expected_totals = np.cumsum(xs, axis=0)  # the running total after each pass
+    for _ in range(2):  # kept: the second compile loads the program the first one saved
+        total = backend.shared_on_device(np.zeros(3, np.float32), "total", device)
+        x = pt.tensor("x", shape=(1, 3), dtype="float32")
+        new = total + x[0] * 1
+        fn = backend.compile_fn([x], [new.sum()[None], new[None]], {total: new}, reuse=True, repeat=4)
+        sums, rows = fn(xs)
+        np.testing.assert_array_equal(np.asarray(sums), expected_totals.sum(axis=1))
+        np.testing.assert_array_equal(np.asarray(rows), expected_totals)
+        np.testing.assert_array_equal(np.asarray(total.get_value()), expected_totals[-1])
+        fn(xs)  # a second call goes on from the updated total
+        np.testing.assert_array_equal(np.asarray(total.get_value()), 2 * expected_totals[-1])
+    saved = list((tmp_path / "gru4rec-programs").glob("*")) if kept else []
+    assert len(saved) == (1 if kept else 0)
