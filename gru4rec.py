@@ -874,8 +874,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         logger.debug("data prepared in %.2f s", time.perf_counter() - started)
         started = time.perf_counter()
         self._dropout_rng = dropout_rng
+        # the first draw runs on the device while PyTensor builds the training function
+        store.prepare(self._later_steps(cfg, train, -1) if cfg.n_epochs else 0)
         train_fn = self._compile_train(cfg, support, store)
-        store.compile()
         if cfg.n_epochs:  # all-inactive calls compile XLA off the epoch clock and change no weight;
             K, B = cfg.steps_per_call, cfg.batch_size  # the second call sees the jitted outputs' layouts
             idle = np.zeros((K, B), np.int32), np.ones((K, B), bool), np.zeros((K, B), bool)
@@ -905,16 +906,28 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         # new weights or items: no state computed with the old ones is continued (# live sessions too)
         self._fns, self._live, self._predict_state, self._slot_states, self._cand_positions = {}, None, None, None, None
 
+    @staticmethod
+    def _later_steps(cfg, train, epoch):
+        """How many steps the epochs after `epoch` take (-1: the fit's first epoch too), when that is
+        known exactly, else None. A fixed session order gives every epoch the same schedule; a
+        random one is drawn at the start of each epoch."""
+        later = cfg.n_epochs - epoch - 1
+        if not later or cfg.train_random_order:
+            return 0 if not later else None
+        return later * sessiondata.n_steps(train, train.session_order(cfg.time_sort), cfg.batch_size)
+
     def _train_epoch(self, cfg, train, train_fn, store, order_rng, epoch):
         """One pass over the sessions; logs loss, seconds, mini-batches/s and events/s."""
         K, B = cfg.steps_per_call, cfg.batch_size
         order = train.session_order(cfg.time_sort, order_rng if cfg.train_random_order else None)
         total = sessiondata.n_steps(train, order, B)
-        started, loss_sum, n_rows, n_steps, pending = time.perf_counter(), 0.0, 0, 0, None
+        later = self._later_steps(cfg, train, epoch)  # the sample store draws only the rows the fit uses
+        started, loss_sum, n_rows, n_steps, pending, left = time.perf_counter(), 0.0, 0, 0, None, total
         with progress.bar(total, f"epoch {epoch + 1}/{cfg.n_epochs}", cfg.show_progress) as bar:
             for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
                 step_active = chunk.active.any(axis=1)
-                rows, _ = store.rows_for(step_active)
+                rows, _ = store.rows_for(step_active, None if later is None else left + later)
+                left -= int(step_active.sum())
                 losses = train_fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, rows)
                 if pending is not None:  # read the previous call's losses now: the device keeps working
                     loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)

@@ -70,7 +70,7 @@ def float32_graph(method):
     return wrapper
 
 
-def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1):
+def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1, program=False):
     """Compile with the JAX linker (donating updated buffers) and float32 as floatX.
 
     With `reuse` (and the compilation cache on), the compiled program is kept in the cache
@@ -79,6 +79,8 @@ def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1
     With `repeat` > 1 a call runs the graph `repeat` times in a loop of XLA's
     (`programs.from_function`): the explicit inputs and outputs, whose leading axis has length 1
     in the graph, have length `repeat` in a call, and each pass sees the previous pass's updates.
+    With `program` the result is a `programs.Program` even with the cache off: programs that draw
+    from one RandomType shared variable share its state (PyTensor functions each draw from a copy).
     """
     _default_compilation_cache()
     folder = programs_folder() if reuse else None
@@ -99,9 +101,9 @@ def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1
         fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
     fn.trust_input = True  # inputs are built by this module with the right dtypes
     single = not isinstance(outputs, (list, tuple))
-    if repeat != 1:
+    if repeat != 1 or (program and not key):
         if fn.maker.linker.scalar_shape_inputs:
-            raise ValueError("a repeated function needs static shapes")
+            raise ValueError("a repeated function or a program needs static shapes")
         return programs.from_function(fn, folder if key else None, key, single, repeat)
     if key and not fn.maker.linker.scalar_shape_inputs:
         return programs.from_function(fn, folder, key, single)

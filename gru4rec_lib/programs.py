@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,24 @@ from pytensor.graph.traversal import graph_inputs, toposort
 logger = logging.getLogger(__name__)
 FORMAT = 1
 SUFFIX = ".gru4rec-program"
+
+
+_RNG_CELLS = weakref.WeakKeyDictionary()  # RandomType shared variable -> the state cell its programs share
+
+
+def _rng_cell(var, found=None):
+    """The one cell holding the state of RandomType shared variable `var` for every `Program` that
+    uses it: PyTensor's JAX linker gives each function a copy of the state (two functions drawing
+    from one generator would repeat each other's numbers); programs share it, as they share every
+    other shared variable's storage. `found`: the cell to register when there is none yet."""
+    cell = _RNG_CELLS.get(var)
+    if cell is None:
+        if found is None:
+            from pytensor.link.jax.dispatch import jax_typify
+
+            found = [jax_typify(var.get_value(borrow=False))]
+        cell = _RNG_CELLS[var] = found
+    return cell
 
 
 class Uncacheable(Exception):
@@ -215,7 +234,6 @@ def _jit(function, donated):
 def load(folder, key, inputs, outputs, updates):
     """The `Program` saved under `key` in `folder`, or None (missing, unreadable or not matching)."""
     import jax
-    from pytensor.link.jax.dispatch import jax_typify
     from pytensor.tensor.random.type import RandomType
 
     path = Path(folder) / (key + SUFFIX)
@@ -235,8 +253,7 @@ def load(folder, key, inputs, outputs, updates):
         for name in meta["shared"]:
             var = shared[name]
             # PyTensor's JAX linker runs on a converted copy of an RNG's state; so does this
-            cells.append([jax_typify(var.get_value(borrow=False))] if isinstance(var.type, RandomType)
-                         else var.container.storage)
+            cells.append(_rng_cell(var) if isinstance(var.type, RandomType) else var.container.storage)
         cells_by_name = dict(zip(meta["shared"], cells))
         update_cells = [cells_by_name[name] for name in meta["updated"]]
     except Exception as err:  # noqa: BLE001 (whatever is wrong with the file, compile as usual)
@@ -280,15 +297,17 @@ def from_function(fn, folder, key, single, repeat=1):
     `load` would, so a later process compiles exactly the same XLA program (and finds it in
     XLA's cache); without one it only runs it."""
     import jax
+    from pytensor.tensor.random.type import RandomType
 
     maker, linker = fn.maker, fn.maker.linker
     fgraph = maker.fgraph
     n_inputs = sum(1 for inp in maker.inputs if not inp.shared)
     thunk = fn.vm  # the JAX linker's one thunk: .inputs are the storage cells of fgraph.inputs
-    cells = thunk.inputs[n_inputs:]
+    cells = [_rng_cell(inp.variable, cell) if isinstance(inp.variable.type, RandomType) else cell
+             for inp, cell in zip(maker.inputs[n_inputs:], thunk.inputs[n_inputs:])]
     updated_positions = [fgraph.update_mapping[o] for o in sorted(fgraph.update_mapping)]
     n_outputs = len(fgraph.outputs) - len(updated_positions)
-    update_cells = [thunk.inputs[i] for i in updated_positions]
+    update_cells = [cells[i - n_inputs] for i in updated_positions]
     function = linker.raw_function
     if repeat != 1:
         function = _looped(function, n_inputs, n_outputs, [i - n_inputs for i in updated_positions], repeat)

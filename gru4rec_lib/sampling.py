@@ -40,11 +40,19 @@ class SampleStore:
     refilled when the next call would run past its end (up to K-1 rows early: the rows are
     i.i.d., so this changes which draws are used, not their distribution).
 
+    A refill told how many more rows the fit will use draws only those (rounded up to a power of
+    two, at least PARTIAL_ROWS) into the first rows of the store: row r of a draw depends only on
+    the generator's state and on r, and the generator moves on as after a whole draw, so these
+    are the rows a whole draw would have given. A fit's last refill, mostly unused, then costs
+    what it uses.
+
     Attributes
     ----------
     var : shared variable
         The (rows, n_sample) int32 store on the device, refilled in place.
     """
+
+    PARTIAL_ROWS = 64
 
     def __init__(self, support, alpha, n_sample, store_size, steps_per_call, rng, device):
         weights = np.asarray(support, dtype=np.float64) ** alpha
@@ -52,46 +60,66 @@ class SampleStore:
         self.n_sample, self.steps_per_call, self.device = n_sample, steps_per_call, device
         n_rows = store_size // n_sample if n_sample else 0
         self.n_rows = n_rows if n_rows < 2 else max(n_rows, steps_per_call)  # one call must fit
-        self.cursor = self.n_rows  # empty until the first call
+        self.cursor = self.filled = 0  # rows used, rows drawn since the last refill
         self.var = shared_on_device(np.zeros(self.shape, np.int32), "sample_store", device)
         self._rng = pytensor.shared(rng, name="sample_rng")
-        self._refill = None
+        self._refills = {}  # rows drawn -> compiled refill; they share the generator's state
 
     @property
     def shape(self):
         return (self.n_rows if self.n_rows >= 2 else self.steps_per_call, self.n_sample)
 
     @float32_graph
-    def _compile_refill(self):
+    def _compile_refill(self, rows):
         accept = shared_on_device(self.accept.astype(FLOATX), "alias_accept", self.device)
         alias = shared_on_device(self.alias.astype(np.int32), "alias_index", self.device)
-        rng, column = pt.random.integers(0, len(self.accept), size=self.shape, rng=self._rng, return_next_rng=True)
-        rng, keep = pt.random.uniform(size=self.shape, rng=rng, return_next_rng=True)
+        size = (rows, self.n_sample)
+        rng, column = pt.random.integers(0, len(self.accept), size=size, rng=self._rng, return_next_rng=True)
+        rng, keep = pt.random.uniform(size=size, rng=rng, return_next_rng=True)
         column = column.astype("int32")
         drawn = pt.switch(keep < accept[column], column, alias[column]).astype("int32")
-        return compile_fn([], [], {self.var: drawn, self._rng: rng}, reuse=True)
+        new = drawn if rows == self.shape[0] else pt.set_subtensor(self.var[:rows], drawn)
+        return compile_fn([], [], {self.var: new, self._rng: rng}, reuse=True, program=True)
 
-    def compile(self):
-        """Compile the refill function now (else the first refill does)."""
-        if self.n_sample and self._refill is None:
-            self._refill = self._compile_refill()
+    def _rows_to_draw(self, needed):
+        if needed is None or self.n_rows < 2:
+            return self.shape[0]
+        return min(max(self.PARTIAL_ROWS, 1 << max(int(needed) - 1, 0).bit_length()), self.shape[0])
 
-    def refill(self):
-        """Draw the whole store anew, on the device."""
+    def compile(self, needed=None):
+        """Compile the refill function now (else the first refill does); `needed` as in `rows_for`.
+        Returns the number of rows it draws."""
+        rows = self._rows_to_draw(needed)
+        if self.n_sample and rows not in self._refills:
+            self._refills[rows] = self._compile_refill(rows)
+        return rows
+
+    def prepare(self, needed=None):
+        """Compile the refill function and draw the store now: the device draws while the host
+        goes on (building the training function), and the first call then finds it full."""
         if self.n_sample:
-            self.compile()
-            self._refill()
+            self.compile(needed)
+            if self.n_rows >= 2:  # a store of one call's rows is drawn by every call anyway
+                self.refill(needed)
 
-    def rows_for(self, step_active):
+    def refill(self, needed=None):
+        """Draw the store anew, on the device: whole, or the rows that `needed` more steps use."""
+        if self.n_sample:
+            rows = self.compile(needed)
+            self._refills[rows]()
+            self.cursor, self.filled = 0, rows
+
+    def rows_for(self, step_active, needed=None):
         """Row index per step (K,); refills the store first when this call's rows do not fit.
 
+        `needed`: how many active steps the fit has left, this call's included, when that is
+        known exactly (None: not known; a refill then draws the whole store).
         Returns (rows, refilled).
         """
         n_used = int(step_active.sum())
-        refilled = self.n_rows < 2 or self.cursor + n_used > self.n_rows
+        refilled = self.n_rows < 2 or self.cursor + n_used > self.filled
         if refilled:
-            self.refill()
-            self.cursor = 0
+            self.refill(needed)
         rows = np.where(step_active, self.cursor + np.cumsum(step_active) - 1, 0).astype(np.int32)
         self.cursor += n_used if self.n_rows >= 2 else 0
         return rows, refilled

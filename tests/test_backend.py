@@ -294,3 +294,37 @@ def test_a_repeated_function_runs_its_graph_once_per_slice_carrying_its_updates(
         np.testing.assert_array_equal(np.asarray(total.get_value()), 2 * expected_totals[-1])
     saved = list((tmp_path / "gru4rec-programs").glob("*")) if kept else []
     assert len(saved) == (1 if kept else 0)
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_store_refill_of_the_rows_still_needed_draws_what_a_whole_refill_would(tmp_path, restore_jax_cache_config,
+                                                                                 kept):
+    """A refill of the sample store told how many rows the fit still uses draws only those (a
+    power of two, at least 64): the first rows of a whole draw, after which the generator goes on
+    as after a whole draw (its programs share its state, with the cache on or off)."""
+    from gru4rec_lib import sampling
+
+    if kept:
+        backend.enable_compilation_cache(tmp_path)
+    else:
+        backend.disable_compilation_cache()
+
+    def store():
+        return sampling.SampleStore(np.arange(1, 300), 0.5, n_sample=20, store_size=20 * 1000, steps_per_call=1,
+                                    rng=np.random.default_rng(5), device=backend.resolve_device("cpu"))
+
+    def contents(s):
+        return np.array(s.var.get_value(borrow=True))
+
+    whole, part = store(), store()
+    rows, refilled = part.rows_for(np.ones(1, bool), needed=70)
+    assert refilled and rows.tolist() == [0] and part.filled == 128
+    whole.refill()
+    assert whole.filled == 1000
+    np.testing.assert_array_equal(contents(part)[:128], contents(whole)[:128])
+    for _ in range(127):  # the 128 drawn rows are used before the next refill
+        assert not part.rows_for(np.ones(1, bool))[1]
+    assert part.rows_for(np.ones(1, bool))[1] and part.filled == 1000  # needed unknown: a whole draw
+    whole.refill()
+    np.testing.assert_array_equal(contents(part), contents(whole))
+    assert store().compile(needed=5000) == 1000 and store().compile(needed=1) == 64

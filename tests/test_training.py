@@ -215,6 +215,21 @@ def test_fused_steps_give_the_same_weights_as_single_steps(fused_runs):
     assert float(k1["step"]) == float(k5["step"]) > 0  # padded steps of the last call do not count
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 16])
+def test_a_fit_whose_last_refill_draws_only_the_rows_it_uses_trains_as_with_whole_refills(monkeypatch,
+                                                                                         steps_per_call):
+    """27 steps an epoch, 4 epochs, a store of 80 rows: the refill in the third epoch is told that
+    28 or fewer rows remain and draws 64; the fit is exactly the one that draws 80."""
+    params = {**COMMON, **FUSED, "train_random_order": False, "n_epochs": 4, "sample_store": 3 * 80,
+              "dropout_p_hidden": 0.2, "seed": 4, "steps_per_call": steps_per_call}
+    trimmed = gru4rec.GRU4Rec(**params).fit(FUSED_DATA)
+    monkeypatch.setattr(sampling.SampleStore, "PARTIAL_ROWS", 10**9)  # every refill draws the whole store
+    whole = gru4rec.GRU4Rec(**params).fit(FUSED_DATA)
+    assert trimmed.epoch_losses_ == whole.epoch_losses_
+    for key, value in whole.state_dict().items():
+        np.testing.assert_array_equal(trimmed.state_dict()[key], value, err_msg=key)
+
+
 def test_whole_matrix_updates_give_the_same_weights_as_row_updates(fused_runs):
     """item_update='matrix' against 'auto', which is 'rows' for 15 items and 7 score columns."""
     assert not optim.use_matrix_update("auto", 15, 7)
