@@ -357,10 +357,12 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     time_sort : bool, default True
         Visit sessions by the time of their first event (else by session id).
     steps_per_call : int or None, default None
-        Mini-batches run per compiled call through ``scan`` (K); None: 1 on a CPU, 64 on a GPU
-        (measured fastest on each: see bench/README.md). A speed knob: without dropout the
-        weights equal K=1, except that negatives are redrawn up to K-1 steps early when the sample
-        store runs out; with dropout the masks differ (padding steps also draw them).
+        Mini-batches run per compiled call (K), one step's program looped by XLA; None: 16 on a
+        CPU, 64 on a GPU (measured fastest on each: see bench/README.md; before 2026-12-07 the CPU
+        default was 1). A speed knob: without dropout the weights equal K=1 (float32 rounding
+        aside), except that negatives are redrawn up to K-1 steps early when the sample store
+        runs out; with dropout the masks differ (padding steps also draw them), so a seeded fit's
+        numbers depend on K: pass steps_per_call=1 to repeat a fit of the old CPU default.
     item_update : {'auto', 'rows', 'matrix'}, default 'auto'
         How a step writes the item matrices (output weights and biases, item embedding) and their
         optimiser state: 'rows' gathers the rows the step touched, updates them and scatters them

@@ -172,7 +172,7 @@ def make_config(params, config_type):
     layers = tuple(int(h) for h in layers)
     mode, emb_size = _embedding_mode(p, layers)
     device = resolve_device(p["device"])
-    steps = p["steps_per_call"] or (1 if device.platform == "cpu" else 64)
+    steps = p["steps_per_call"] or (16 if device.platform == "cpu" else 64)
     adapt_params = _FrozenDict(p["adapt_params"]) if p["adapt_params"] else None
     p.update(layers=layers, adapt_params=adapt_params, device=device, steps_per_call=steps)
     return config_type(**p, mode=mode, emb_size=emb_size, adapt_consts=consts)

@@ -366,3 +366,10 @@ def test_get_and_set_params_round_trip():
     clone = gru4rec.GRU4Rec(**params)
     assert clone.get_params() == params
     assert clone.set_params(n_epochs=3) is clone and clone.n_epochs == 3
+
+
+def test_steps_per_call_defaults_to_16_on_a_cpu_and_keeps_a_given_value():
+    """K steps per call: None resolves per device (16 on a CPU, where the looped program beat one
+    step per call on every published shape, bench/README.md); a given K is kept."""
+    assert gru4rec.GRU4Rec(device="cpu").config().steps_per_call == 16
+    assert gru4rec.GRU4Rec(device="cpu", steps_per_call=1).config().steps_per_call == 1
