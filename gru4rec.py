@@ -877,7 +877,9 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         started = time.perf_counter()
         self._dropout_rng = dropout_rng
         # the first draw runs on the device while PyTensor builds the training function
-        store.prepare(self._later_steps(cfg, train, -1) if cfg.n_epochs else 0)
+        fit_steps = None if cfg.train_random_order and cfg.n_epochs else cfg.n_epochs * sessiondata.n_steps(
+            train, train.session_order(cfg.time_sort), cfg.batch_size)  # every epoch's schedule is the same
+        store.prepare(fit_steps)
         train_fn = self._compile_train(cfg, support, store)
         if cfg.n_epochs:  # all-inactive calls compile XLA off the epoch clock and change no weight;
             K, B = cfg.steps_per_call, cfg.batch_size  # the second call sees the jitted outputs' layouts
@@ -909,21 +911,19 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         self._fns, self._live, self._predict_state, self._slot_states, self._cand_positions = {}, None, None, None, None
 
     @staticmethod
-    def _later_steps(cfg, train, epoch):
-        """How many steps the epochs after `epoch` take (-1: the fit's first epoch too), when that is
-        known exactly, else None. A fixed session order gives every epoch the same schedule; a
-        random one is drawn at the start of each epoch."""
+    def _steps_after(cfg, epoch, epoch_steps):
+        """How many steps the epochs after `epoch` take when that is known exactly, else None: in a
+        fixed session order every epoch has this one's `epoch_steps`; a random order is drawn at
+        the start of each epoch."""
         later = cfg.n_epochs - epoch - 1
-        if not later or cfg.train_random_order:
-            return 0 if not later else None
-        return later * sessiondata.n_steps(train, train.session_order(cfg.time_sort), cfg.batch_size)
+        return None if later and cfg.train_random_order else later * epoch_steps
 
     def _train_epoch(self, cfg, train, train_fn, store, order_rng, epoch):
         """One pass over the sessions; logs loss, seconds, mini-batches/s and events/s."""
         K, B = cfg.steps_per_call, cfg.batch_size
         order = train.session_order(cfg.time_sort, order_rng if cfg.train_random_order else None)
         total = sessiondata.n_steps(train, order, B)
-        later = self._later_steps(cfg, train, epoch)  # the sample store draws only the rows the fit uses
+        later = self._steps_after(cfg, epoch, total)  # the sample store draws only the rows the fit uses
         started, loss_sum, n_rows, n_steps, pending, left = time.perf_counter(), 0.0, 0, 0, None, total
         with progress.bar(total, f"epoch {epoch + 1}/{cfg.n_epochs}", cfg.show_progress) as bar:
             for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
