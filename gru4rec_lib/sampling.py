@@ -97,10 +97,10 @@ class SampleStore:
     def prepare(self, needed=None):
         """Compile the refill function and draw the store now: the device draws while the host
         goes on (building the training function), and the first call then finds it full."""
-        if self.n_sample:
+        if self.n_rows >= 2:
+            self.refill(needed)
+        else:  # a store of one call's rows is drawn by every call anyway
             self.compile(needed)
-            if self.n_rows >= 2:  # a store of one call's rows is drawn by every call anyway
-                self.refill(needed)
 
     def refill(self, needed=None):
         """Draw the store anew, on the device: whole, or the rows that `needed` more steps use."""
