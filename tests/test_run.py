@@ -4,6 +4,9 @@ GRU4Rec fits are tiny (8 units, 1 epoch, 4 samples) but each costs a few seconds
 so the module shares files and one trained model between tests.
 """
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +19,7 @@ from gru4rec_lib import cli
 from gru4rec_lib import synthetic
 from scripts import load_script
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = "layers=8,n_epochs=1,n_sample=4,batch_size=16,sample_store=2000"
 METRIC = re.compile(r"(Recall@\d+|MRR@\d+|points|dropped|seconds): (\S+)")
 
@@ -98,6 +102,29 @@ def test_load_and_evaluate_two_files_matches_in_memory_model(trained, files, cap
         assert printed(line) == expected(reference)
         assert 0 < line["Recall@1"] <= line["Recall@5"] <= line["Recall@20"] <= 1
     assert lines[0]["points"] > lines[1]["points"] > 0
+
+
+def test_run_py_program_ends_with_its_output_written(trained, files, tmp_path):
+    """`python run.py` ends its process without the interpreter's teardown (`cli.end_process`):
+    its status, its whole output through pipes and its saved model are still those of `main`."""
+    model, path = trained
+    saved = tmp_path / "again.npz"
+    argv = [sys.executable, str(ROOT / "run.py"), str(files["train"]), "-ps", TINY, "--seed", "3",
+            "-s", str(saved), "-t", str(files["test"]), "-m", "5", "20", "-q"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (line,) = result_lines(done.stdout)
+    assert line["file"] == str(files["test"])
+    assert "epoch 1: loss" in done.stderr  # the log, through its own stream
+    with np.load(path) as first, np.load(saved) as second:  # the same seed: the same weights
+        assert sorted(first.files) == sorted(second.files)
+        for name in first.files:
+            np.testing.assert_array_equal(first[name], second[name])
+    reloaded = gru4rec.GRU4Rec.load(saved)
+    assert printed(line) == expected(evaluation.evaluate(reloaded, files["test"], cutoffs=(5, 20)))
+    failed = subprocess.run([sys.executable, str(ROOT / "run.py"), str(tmp_path / "missing.tsv"), "-q"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert failed.returncode == 2 and "error: TRAIN_PATH file not found" in failed.stderr
 
 
 def test_same_seed_gives_identical_model_from_pickle(trained, files, tmp_path, capsys):
