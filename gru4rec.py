@@ -585,7 +585,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         return {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg.mode]
 
     def _train_step(self, cfg, names, batch_size, x_idx, y_idx, reset, active, sample_row, *args):
-        """One session-parallel training step (# conformance: schedule) as the inner function of `scan`."""
+        """One session-parallel training step (# conformance: schedule): the new value of every
+        variable of `names` (given after the step's inputs, then the constants), then the loss."""
         n_state = len(names)
         state = dict(zip(names, args[:n_state]))
         store, log_support, log_support_alpha, *inputs = args[n_state:]
@@ -763,7 +764,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
 
     @float32_graph
     def _compile_train(self, cfg, support, store):
-        """Compile K training steps per call: scan over the schedule chunk, state carried on device."""
+        """Compile K training steps per call (one step's graph, looped by XLA), state carried on device."""
         K, B = cfg.steps_per_call, cfg.batch_size
         device = cfg.device
         train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
@@ -772,8 +773,8 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         if cfg.bptt > 1:  # the T-1 steps before the current one (gru4rec_lib/sequences.py)
             train_vars.update({key: shared_on_device(value, key, device) for key, value in self._window_start(cfg).items()})
         # only a dropout that is applied (one-hot input has no embedding to drop: # conformance: dropout):
-        if cfg.dropout_p_hidden or (cfg.dropout_p_embed and cfg.mode != "none"):  # an unused RNG passed
-            train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # through scan breaks the JAX linker
+        if cfg.dropout_p_hidden or (cfg.dropout_p_embed and cfg.mode != "none"):  # a fit without one
+            train_vars["rng"] = pytensor.shared(self._dropout_rng, name="rng")  # has no generator to carry
         self._store_var = store.var
         log_support = np.log(support).astype(FLOATX)
         consts = [self._store_var, shared_on_device(log_support, "log_support", device),
@@ -783,16 +784,14 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
                        for name, value in self._run_time_values(cfg).items()]
         variables = {**self._state, **train_vars}
         names = list(variables)
-        # the graph of one step, looped K times by XLA (`compile_fn`'s repeat: PyTensor rewrites one
-        # step whatever K); static (1, B) shapes: a traced shape would reach JAX inside the scan
+        # the graph of one step on the shared variables, looped K times by XLA (`compile_fn`'s
+        # repeat: PyTensor builds and rewrites one step whatever K); inputs and the loss have a
+        # leading axis of length 1, one slice per pass of the loop
         seqs = schedule_inputs(1, B) + [pt.tensor("sample_rows", dtype="int32", shape=(1,))]
-        outputs = pytensor.scan(
-            lambda *a: self._train_step(cfg, names, B, *a), sequences=seqs,
-            outputs_info=[variables[n] for n in names] + [None], non_sequences=consts,
-            n_steps=1, strict=True, return_updates=False)
-        updates = {variables[n]: out if n == "rng" else out[-1] for n, out in zip(names, outputs[:-1])}
+        outputs = self._train_step(cfg, names, B, *(seq[0] for seq in seqs), *(variables[n] for n in names), *consts)
+        updates = dict(zip((variables[n] for n in names), outputs[:-1]))
         self._train_vars = train_vars
-        return compile_fn(seqs, outputs[-1], updates, reuse=True, repeat=K)
+        return compile_fn(seqs, outputs[-1][None], updates, reuse=True, repeat=K)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):
