@@ -27,11 +27,14 @@ from gru4rec_lib.live import LiveSessionsMixin
 from gru4rec_lib.sampling import SampleStore
 from gru4rec_lib.sequences import SequenceMixin, start_from, start_inputs
 from gru4rec_lib.optim import (  # noqa: F401 (OPTIMIZER_DEFAULTS, OPTIMIZER_STATES re-exported)
+    MATRIX_UPDATE_RATIO,
     OPTIMIZER_DEFAULTS,
     OPTIMIZER_STATES,
     MatrixGrads,
     Optimizer,
     RowGrads,
+    absorbs_non_finite,
+    all_finite,
     apply_gradients,
     f32,
     is_zero,
@@ -287,6 +290,89 @@ class StepRows:
 
 
 # ---------------------------------------------------------------- the model
+class _TrainingCalls:
+    """The training program of a fit, called with one schedule chunk (K steps) at a time; each
+    call returns the losses of the call before it (the device runs a call while the host builds
+    the next one), `finish` those of the last.
+
+    Where it pays (`pays`), the program runs without its per-step finiteness guard, and a check
+    after each call, read before the next one starts, tells whether every loss and gradient norm
+    so far and every parameter and optimiser state is still finite: a non-finite value stays non-
+    finite under every later step (`optim.absorbs_non_finite`), so the check sees whatever a step
+    made non-finite. When it is not, the values kept at the start of the segment (copies taken
+    every SEGMENT calls, and after each refill of the sample store, whose rows the calls read)
+    are put back and the segment's calls run again with the guarded program, compiled then, from
+    the same values, random state and sample rows: the fit then ends as a guarded one ends, at
+    the first step whose loss or update was not finite, and the guarded program runs from there
+    on. Elsewhere every call runs the guarded program.
+    """
+
+    SEGMENT = 16
+
+    def __init__(self, model, cfg, store, variables, consts):
+        self._model, self._cfg, self._variables, self._consts = model, cfg, variables, consts
+        checked = self.pays(cfg, model.n_items_, store)
+        self._program = model._compile_train(cfg, variables, consts, guard=not checked)
+        self._check = model._compile_check() if checked else None
+        self._segment = None  # (the values before its first call, the chunks of its calls)
+        self._last = None  # (losses, finite) of the last call, finite not read yet (None: guarded)
+
+    @staticmethod
+    def pays(cfg, n_items, store):
+        """Whether unguarded calls checked once each are the faster way: on a CPU (where the
+        guard's passes over the item matrices and its conditional are about a tenth of a step),
+        with an optimiser that keeps non-finite values non-finite, for catalogues small against
+        one step's rows (a segment's copy of the item matrices and their state is then cheap),
+        and a sample store that holds more than one call's rows (a refill starts a segment)."""
+        return (getattr(cfg.device, "platform", "cpu") == "cpu" and absorbs_non_finite(dict(cfg.adapt_consts))
+                and n_items <= MATRIX_UPDATE_RATIO * (cfg.batch_size + cfg.n_sample)
+                and (not cfg.n_sample or store.n_rows >= 2))
+
+    def __call__(self, *chunk):
+        """Run one call on `chunk` (inputs, targets, reset, active, sample rows); returns the
+        previous call's losses (None for the first)."""
+        previous = self.settle()
+        if self._check is not None:
+            if self._segment is None or len(self._segment[1]) >= self.SEGMENT:
+                self._segment = (self._program.snapshot(), [])
+            self._segment[1].append(chunk)
+        losses = self._program(*chunk)
+        self._last = (losses, self._check() if self._check is not None else None)
+        return previous
+
+    def settle(self, new_segment=False):
+        """The last call's losses (None if none is pending), checked: a call that made a value
+        non-finite is run again with the guard (its segment replayed). `new_segment`: the calls
+        after this start a segment of their own (the sample store is about to change)."""
+        if self._last is None:
+            return None
+        losses, finite = self._last
+        if finite is not None and not bool(np.asarray(finite)):
+            losses = self._replay()
+        self._last = (losses, None)
+        if new_segment:
+            self._segment = None
+        return losses
+
+    def finish(self):
+        """The last call's losses (checked); no call is pending afterwards."""
+        losses = self.settle()
+        self._last = None
+        return losses
+
+    def _replay(self):
+        """Put back the values before the segment and run its calls with the guard; from then
+        on every call is guarded. Returns the losses of the segment's last call."""
+        logger.debug("a training call made a value non-finite: its calls run again with the guard")
+        before, chunks = self._segment
+        self._program.restore(before)
+        self._program = self._model._compile_train(self._cfg, self._variables, self._consts, guard=True)
+        self._check = self._segment = None
+        for chunk in chunks[:-1]:  # checked finite before: their losses were counted
+            self._program(*chunk)
+        return self._program(*chunks[-1])
+
+
 class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     """GRU4Rec session-based recommender (Hidasi et al. 2016; Hidasi & Karatzoglou 2018).
 
@@ -584,9 +670,10 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
     def _input_name(cfg):
         return {"none": "Wx_0", "separate": "E", "shared": "Wy"}[cfg.mode]
 
-    def _train_step(self, cfg, names, batch_size, x_idx, y_idx, reset, active, sample_row, *args):
+    def _train_step(self, cfg, names, batch_size, x_idx, y_idx, reset, active, sample_row, *args, guard=True):
         """One session-parallel training step (# conformance: schedule): the new value of every
-        variable of `names` (given after the step's inputs, then the constants), then the loss."""
+        variable of `names` (given after the step's inputs, then the constants), then the loss.
+        Without `guard` the new values are not checked (`optim.apply_gradients`)."""
         n_state = len(names)
         state = dict(zip(names, args[:n_state]))
         store, log_support, log_support_alpha, *inputs = args[n_state:]
@@ -615,7 +702,7 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             k: v for k, v in knobs.items() if k in ("learning_rate", "momentum", "lmbd")})
         new = apply_gradients(opt, knobs.get("grad_cap", cfg.grad_cap), state, dense_grads, row_grads,
                               loss, active, min_active=1 if cfg.n_sample else 2, item_update=cfg.item_update,
-                              branch=getattr(cfg.device, "platform", "cpu") == "cpu")
+                              branch=getattr(cfg.device, "platform", "cpu") == "cpu", guard=guard)
         new.update(carried)
         new["rng"] = rng
         stopped = state["ok"] & ~new["ok"]  # this step's loss or update was not finite: report it as NaN
@@ -762,11 +849,11 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
             values["learning_rate"] = 1.0
         return {name: value for name, value in values.items() if value}
 
-    @float32_graph
-    def _compile_train(self, cfg, support, store):
-        """Compile K training steps per call (one step's graph, looped by XLA), state carried on device."""
-        K, B = cfg.steps_per_call, cfg.batch_size
-        device = cfg.device
+    def _training_variables(self, cfg, support, store):
+        """The training programs' shared variables by name (the model's state, the carried hidden
+        states, "ok", BPTT's window, the dropout generator) and their constants (the sample store,
+        the log supports, the hyperparameters given at run time)."""
+        B, device = cfg.batch_size, cfg.device
         train_vars = {f"hidden_{i}": shared_on_device(np.zeros((B, h), FLOATX), f"hidden_{i}", device)
                       for i, h in enumerate(cfg.layers)}
         train_vars["ok"] = shared_on_device(np.array(True), "ok", device)
@@ -782,16 +869,32 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, as a float32 constant would
             consts += [shared_on_device(np.float32(value), f"hyper_{name}", device)
                        for name, value in self._run_time_values(cfg).items()]
-        variables = {**self._state, **train_vars}
+        self._train_vars = train_vars
+        return {**self._state, **train_vars}, consts
+
+    @float32_graph
+    def _compile_train(self, cfg, variables, consts, guard=True):
+        """Compile K training steps per call (one step's graph, looped by XLA), state carried on
+        device. Without `guard`, the steps' new values are not checked (`_TrainingCalls` checks
+        them after each call)."""
+        K, B = cfg.steps_per_call, cfg.batch_size
         names = list(variables)
         # the graph of one step on the shared variables, looped K times by XLA (`compile_fn`'s
         # repeat: PyTensor builds and rewrites one step whatever K); inputs and the loss have a
         # leading axis of length 1, one slice per pass of the loop
         seqs = schedule_inputs(1, B) + [pt.tensor("sample_rows", dtype="int32", shape=(1,))]
-        outputs = self._train_step(cfg, names, B, *(seq[0] for seq in seqs), *(variables[n] for n in names), *consts)
+        outputs = self._train_step(cfg, names, B, *(seq[0] for seq in seqs), *(variables[n] for n in names), *consts,
+                                   guard=guard)
         updates = dict(zip((variables[n] for n in names), outputs[:-1]))
-        self._train_vars = train_vars
-        return compile_fn(seqs, outputs[-1][None], updates, reuse=True, repeat=K)
+        return compile_fn(seqs, outputs[-1][None], updates, reuse=True, repeat=K, program=True)
+
+    @float32_graph
+    def _compile_check(self):
+        """Compile the check after unguarded steps: every loss and gradient norm so far finite
+        ("ok") and every parameter and optimiser state finite."""
+        values = list(self._state.values())
+        finite = pt.all(pt.stack([self._train_vars["ok"], *all_finite(values)]))
+        return compile_fn([], finite, donate=False, reuse=True, program=True)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):
@@ -879,12 +982,13 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         fit_steps = None if cfg.train_random_order and cfg.n_epochs else cfg.n_epochs * sessiondata.n_steps(
             train, train.session_order(cfg.time_sort), cfg.batch_size)  # every epoch's schedule is the same
         store.prepare(fit_steps)
-        train_fn = self._compile_train(cfg, support, store)
+        train_fn = _TrainingCalls(self, cfg, store, *self._training_variables(cfg, support, store))
         if cfg.n_epochs:  # all-inactive calls compile XLA off the epoch clock and change no weight;
             K, B = cfg.steps_per_call, cfg.batch_size  # the second call sees the jitted outputs' layouts
             idle = np.zeros((K, B), np.int32), np.ones((K, B), bool), np.zeros((K, B), bool)
             for _ in range(2):
                 train_fn(idle[0], idle[0], idle[1], idle[2], np.zeros(K, np.int32))
+            train_fn.finish()
         self.compile_seconds_ = time.perf_counter() - started
         logger.debug("training function compiled in %.2f s", self.compile_seconds_)
         self.epoch_losses_, self.epoch_stats_, self.stopped_epoch_ = [], [], None
@@ -927,18 +1031,22 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         with progress.bar(total, f"epoch {epoch + 1}/{cfg.n_epochs}", cfg.show_progress) as bar:
             for index, chunk in enumerate(sessiondata.session_parallel_schedule(train, order, B, K)):
                 step_active = chunk.active.any(axis=1)
+                if store.needs_refill(step_active):  # the calls so far read the rows it replaces
+                    train_fn.settle(new_segment=True)
                 rows, _ = store.rows_for(step_active, None if later is None else left + later)
                 left -= int(step_active.sum())
+                # the previous call's losses, read now: the device runs this call meanwhile
                 losses = train_fn(chunk.inputs, chunk.targets, chunk.reset, chunk.active, rows)
-                if pending is not None:  # read the previous call's losses now: the device keeps working
-                    loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)
+                if pending is not None:
+                    loss_sum, n_rows, n_steps = self._tally((losses, *pending), loss_sum, n_rows, n_steps, epoch, K)
                     bar.set_postfix(loss=f"{loss_sum / max(n_rows, 1):.4f}", refresh=False)
                 step_rows = chunk.active.sum(axis=1)
-                pending = (losses, np.where(step_rows >= (1 if cfg.n_sample else 2), step_rows, 0), index)
+                pending = (np.where(step_rows >= (1 if cfg.n_sample else 2), step_rows, 0), index)
                 bar.update(int(step_active.sum()))
                 if index == 0:  # the first call may still compile: keep it out of the estimate
                     progress.restart_clock(bar)
-            loss_sum, n_rows, n_steps = self._tally(pending, loss_sum, n_rows, n_steps, epoch, K)
+            loss_sum, n_rows, n_steps = self._tally((train_fn.finish(), *pending), loss_sum, n_rows, n_steps,
+                                                    epoch, K)
         seconds = time.perf_counter() - started
         stats = {"epoch": epoch + 1, "loss": loss_sum / n_rows, "seconds": seconds,
                  "batches_per_s": n_steps / seconds, "events_per_s": train.n_steps / seconds}

@@ -341,7 +341,7 @@ def _keep_unmasked(mask, value):
 
 
 def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, min_active=1, item_update="auto",
-                    branch=False):
+                    branch=False, guard=True):
     """New values of every parameter and state key after one step (the compile step collects them).
 
     `item_update` chooses per item matrix between the row path and `matrix_update` (same numbers).
@@ -354,6 +354,14 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
     (weights, optimiser state, velocity: a huge learning rate overflows float32) is not finite
     changes nothing, and neither do the steps after it ("ok"); a step with fewer than
     `min_active` active rows (padding; a lone session without negatives) changes nothing either.
+
+    Without `guard` the new values are not checked: every step with enough active rows is
+    applied, and "ok" only tells whether every loss and gradient norm so far was finite. The
+    caller then checks the values after the steps (`all_finite`) and, when one is not finite,
+    runs the steps again with the guard from the values before them (gru4rec.py's training
+    calls): a non-finite value stays non-finite under every later step when no optimiser
+    constant multiplies a state by zero (`absorbs_non_finite`), so the check after the steps
+    sees whatever a step made non-finite.
     """
     norm2 = grad_norm2(dense_grads, row_grads)
     scale = np.float32(1)
@@ -361,40 +369,52 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         cap = f32(grad_cap)
         scale = pt.switch(norm2 >= cap * cap, cap / pt.sqrt(norm2), 1).astype(FLOATX)
     step = state["step"] + 1
+    enough = pt.sum(active) >= min_active
+    ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
     dense_values, finite = {}, []
     for name, grad in dense_grads.items():
         keys = opt.state_keys(name, sparse=False)
         dense_values[name] = dense_update(opt, name, state[name], grad * scale, {k: state[k] for k in keys}, step)
-        finite += all_finite(dense_values[name].values())
-    row_new, masked = {}, {}
+        finite += all_finite(dense_values[name].values()) if guard else []
+    row_new, masked, written = {}, {}, {}
     for name, r in row_grads.items():
         row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
         whole = isinstance(r, MatrixGrads)
         if whole or use_matrix_update(item_update, state[name].type.shape[0], r.idx.type.shape[0]):
             values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
                                          summed=whole)
-            masked[name] = matrix_write(name, state[name], values, mask, row_state)
-            finite += all_finite(masked[name].values())  # untouched rows hold their old, finite values
+            if guard:
+                masked[name] = matrix_write(name, state[name], values, mask, row_state)
+                finite += all_finite(masked[name].values())  # untouched rows hold their old, finite values
+            else:  # whether the step applies is part of the touched rows' mask: one select per array
+                written.update(matrix_write(name, state[name], values, mask & enough, row_state))
             continue
         grad, share = coalesce(r.idx, r.grad * scale, r.touched)
         row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)
-        finite += _rows_finite(row_new[name][1], share)
-    enough = pt.sum(active) >= min_active
-    ok = state["ok"] & pt.isfinite(loss) & pt.isfinite(norm2)
+        finite += _rows_finite(row_new[name][1], share) if guard else []
     if finite:  # a padding step applies nothing: its values do not count
         ok = ok & (pt.all(pt.stack(finite)) | ~enough)
-    apply = ok & enough
-    new = {"ok": ok, "step": pt.switch(apply, step, state["step"])}
+    apply = ok & enough if guard else enough
+    new = {"ok": ok, "step": pt.switch(apply, step, state["step"]), **written}
     candidates = {k: v for values in [*dense_values.values(), *masked.values()] for k, v in values.items()}
-    if candidates and branch:
+    if candidates and branch and guard:
         keys = list(candidates)
         chosen = ifelse(apply, [candidates[k] for k in keys], [state[k] for k in keys])
         new.update(zip(keys, chosen if isinstance(chosen, (list, tuple)) else [chosen]))
     else:
         new.update({k: pt.switch(apply, v, state[k]) for k, v in candidates.items()})
     for name, r in row_grads.items():
-        if name in masked:
+        if name in masked or name in written:
             continue
         old, values, share, row_state = row_new[name]
         new.update(rows_update(name, state[name], r.idx, old, values, share, row_state, apply))
     return new
+
+
+def absorbs_non_finite(consts):
+    """Whether a non-finite value of a parameter or optimiser state stays non-finite at every later
+    step of an optimiser with constants `consts` (`Optimizer.consts`), so that a check after many
+    steps finds what any step made non-finite: each is updated as x' = c x + u with c != 0 (inf
+    times c, inf plus anything and NaN with anything are not finite), which fails only when a
+    decay constant is 0."""
+    return all(value != 0 for key, value in consts.items() if key in ("decay", "beta1", "beta2"))

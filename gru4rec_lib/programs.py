@@ -188,6 +188,19 @@ class Program:
         self._update_cells, self._n_outputs, self._single = update_cells, n_outputs, single
         self.trust_input = True
 
+    def snapshot(self):
+        """Copies of the current values of the shared variables it updates (on their device), for
+        `restore`: the program donates the values themselves to its updates."""
+        import jax
+
+        return [jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, cell[0])
+                for cell in self._update_cells]
+
+    def restore(self, values):
+        """Put `snapshot`'s values back into the shared variables (they are then the program's)."""
+        for cell, value in zip(self._update_cells, values):
+            cell[0] = value
+
     def __call__(self, *args):
         if len(args) != self._n_inputs:
             raise TypeError(f"expected {self._n_inputs} inputs, got {len(args)}")

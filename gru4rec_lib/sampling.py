@@ -109,6 +109,10 @@ class SampleStore:
             self._refills[rows]()
             self.cursor, self.filled = 0, rows
 
+    def needs_refill(self, step_active):
+        """Whether `rows_for(step_active)` will draw the store anew (replacing the rows drawn)."""
+        return bool(self.n_sample) and (self.n_rows < 2 or self.cursor + int(step_active.sum()) > self.filled)
+
     def rows_for(self, step_active, needed=None):
         """Row index per step (K,); refills the store first when this call's rows do not fit.
 

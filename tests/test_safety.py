@@ -4,6 +4,7 @@ live-session limits (issue 13, cases 1, 2, 6, 7, 8).
 Each model is tiny (8 units, one epoch); the ones shared between tests are module fixtures.
 """
 import inspect
+import re
 import warnings
 
 import numpy as np
@@ -107,6 +108,33 @@ def test_diverging_fit_keeps_the_weights_of_the_last_finite_step(item_update):
     assert all(np.isfinite(v).all() for v in state.values())
     for name in ("Wy", "By", "Wh_0", "Wx_0"):  # the first step's update overflows: nothing was applied
         np.testing.assert_array_equal(state[name], initial[name], err_msg=name)
+
+
+def _late_failure(steps_per_call, sample_store):
+    """A fit whose L2 term doubles the weights' magnitude at every step (learning rate x lmbd = 3:
+    p' = p - lr (d + lmbd p) = -2 p - lr d): some dozens of mini-batches in, a step overflows
+    float32. Returns (the failing mini-batch the error names, the model's state_dict after it)."""
+    model = gru4rec.GRU4Rec(layers=(8,), n_epochs=2, n_sample=8, batch_size=8, steps_per_call=steps_per_call,
+                            learning_rate=1.0, lmbd=3.0, sample_store=sample_store, show_progress=False, seed=3)
+    with pytest.raises(gru4rec.ModelFitError, match=r"non-finite loss or update in epoch 1, mini-batch") as info:
+        model.fit(_events(n_sessions=1500, n_items=20))
+    return int(re.search(r"mini-batch (\d+)", str(info.value)).group(1)), model.state_dict()
+
+
+@pytest.mark.parametrize("sample_store", [10_000_000, 160], ids=["store", "store-of-20-rows"])
+def test_a_late_non_finite_step_ends_the_fit_right_before_it(sample_store):
+    """Calls after the first ones, across refills of the sample store (20 rows here) and whatever
+    the steps per call: the model keeps exactly the steps before the failing one (each applied
+    step counts), all finite, and the failing step is the same for every K reading the same rows."""
+    failures = {K: _late_failure(K, sample_store) for K in (1, 4)}
+    for K, (minibatch, state) in failures.items():
+        assert minibatch > 32, (K, minibatch)  # past the first calls and the first refills
+        assert int(state["step"]) == minibatch - 1, K
+        assert all(np.isfinite(value).all() for value in state.values()), K
+    (first, state_1), (again, state_4) = failures[1], failures[4]
+    assert first == again
+    for name in ("Wy", "By", "Wh_0", "Wx_0"):
+        np.testing.assert_allclose(state_4[name], state_1[name], rtol=1e-4, err_msg=name)
 
 
 @pytest.mark.slow

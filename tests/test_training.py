@@ -268,8 +268,8 @@ def fit_capturing_train_fn(data, **params):
     captured = []
     original = gru4rec.GRU4Rec._compile_train
 
-    def spy(self, *args):
-        captured.append(original(self, *args))
+    def spy(self, *args, **kwargs):
+        captured.append(original(self, *args, **kwargs))
         return captured[-1]
 
     with pytest.MonkeyPatch.context() as patch:
