@@ -169,8 +169,8 @@ def test_another_graph_gets_its_own_program(tmp_path, restore_jax_cache_config, 
     _, log = _fit_logged(events, caplog, momentum=0.0)  # no velocity: another training graph
     assert _kinds(log).count("saved") == 1 and len(_programs(tmp_path)) == n_first + 1
     fewer = synthetic.generate_sessions(n_sessions=80, n_items=9, seed=2)
-    _, log = _fit_logged(fewer, caplog)  # fewer items: other shapes everywhere
-    assert set(_kinds(log)) == {"saved"} and len(_programs(tmp_path)) == 2 * n_first + 1
+    _, log = _fit_logged(fewer, caplog)  # fewer items: other shapes everywhere, nothing loaded
+    assert set(_kinds(log)) == {"saved"} and len(log) >= n_first and len(_programs(tmp_path)) == n_first + 1 + len(log)
 
 
 def test_hyperparameter_values_are_inputs_of_the_kept_program(tmp_path, restore_jax_cache_config, caplog):
