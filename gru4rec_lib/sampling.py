@@ -109,9 +109,13 @@ class SampleStore:
             self._refills[rows]()
             self.cursor, self.filled = 0, rows
 
+    def _runs_out(self, n_used):
+        """Whether a call using `n_used` rows does not fit in what is left of the store."""
+        return self.n_rows < 2 or self.cursor + n_used > self.filled
+
     def needs_refill(self, step_active):
         """Whether `rows_for(step_active)` will draw the store anew (replacing the rows drawn)."""
-        return bool(self.n_sample) and (self.n_rows < 2 or self.cursor + int(step_active.sum()) > self.filled)
+        return bool(self.n_sample) and self._runs_out(int(step_active.sum()))
 
     def rows_for(self, step_active, needed=None):
         """Row index per step (K,); refills the store first when this call's rows do not fit.
@@ -121,7 +125,7 @@ class SampleStore:
         Returns (rows, refilled).
         """
         n_used = int(step_active.sum())
-        refilled = self.n_rows < 2 or self.cursor + n_used > self.filled
+        refilled = self._runs_out(n_used)
         if refilled:
             self.refill(needed)
         rows = np.where(step_active, self.cursor + np.cumsum(step_active) - 1, 0).astype(np.int32)
