@@ -155,10 +155,10 @@ def fingerprint(inputs, outputs, updates, donate, repeat=1):
     roots = outputs + [value for _, value in pairs]
     text = _describe_graph(list(inputs), roots)
     text += "\nupdates " + ";".join(f"{var.name!r}<-{i}" for i, (var, _) in enumerate(pairs))
-    platforms = _platforms(var.container.storage[0] for var in shared_variables(inputs, outputs, updates).values())
-    if len(platforms) > 1:  # an export for several platforms would take the platform as an extra argument
-        raise Uncacheable(f"state on several platforms: {platforms}")
-    text += f"\nplatforms {platforms}"  # a program runs where it was made
+    held = platforms(var.container.storage[0] for var in shared_variables(inputs, outputs, updates).values())
+    if len(held) > 1:  # an export for several platforms would take the platform as an extra argument
+        raise Uncacheable(f"state on several platforms: {held}")
+    text += f"\nplatforms {held}"  # a program runs where it was made
     text += f"\ndonate {donate}\n{_versions()}\npackage {_package_digest()}"
     if repeat != 1:
         text += f"\nrepeat {repeat}"
@@ -210,7 +210,7 @@ class Program:
         return outputs[0] if self._single else list(outputs[:self._n_outputs])
 
 
-def _platforms(values):
+def platforms(values):
     """The platforms ('cpu', 'cuda', ...) that hold the JAX arrays among `values`, sorted."""
     import jax
 
@@ -336,7 +336,7 @@ def from_function(fn, folder, key, single, repeat=1):
         with jax.enable_x64(False), warnings.catch_warnings():  # as the linker's own calls
             warnings.filterwarnings("ignore", message="Explicitly requested dtype")
             exported = jax.export.export(jax.jit(function),  # for the state's device, which
-                                         platforms=_platforms(values) or None)(*values)  # need not be the default
+                                         platforms=platforms(values) or None)(*values)  # need not be the default
         # the RNG copy the linker made has no name: name it after the original variable
         meta = {"format": FORMAT, "key": key, "n_inputs": n_inputs, "n_outputs": n_outputs, "single": single,
                 "shared": [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))],

@@ -328,3 +328,20 @@ def test_a_store_refill_of_the_rows_still_needed_draws_what_a_whole_refill_would
     whole.refill()
     np.testing.assert_array_equal(contents(part), contents(whole))
     assert store().compile(needed=5000) == 1000 and store().compile(needed=1) == 64
+
+
+def test_programs_on_a_cpu_are_built_without_pytensor_elementwise_composites():
+    """On a CPU PyTensor's elementwise fusion is left to XLA (`backend.compile_fn`): no composite
+    operation in the compiled graph, and the values of the plain chain."""
+    import pytensor.tensor as pt
+    from pytensor.scalar import Composite
+    from pytensor.tensor.elemwise import Elemwise
+
+    x = pt.vector("x")
+    y = pt.exp(x * 2 + 1) / (1 + pt.abs(x))
+    fn = backend.compile_fn([x], y, reuse=False)
+    ops = [node.op for node in fn.maker.fgraph.apply_nodes]
+    assert not [op for op in ops if isinstance(op, Elemwise) and isinstance(op.scalar_op, Composite)]
+    assert sum(isinstance(op, Elemwise) for op in ops) >= 4  # the chain is still there, op by op
+    xv = np.linspace(-1, 1, 5).astype(np.float32)
+    np.testing.assert_allclose(fn(xv), np.exp(xv * 2 + 1) / (1 + np.abs(xv)), rtol=1e-6)
