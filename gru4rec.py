@@ -304,7 +304,8 @@ class _TrainingCalls:
     are put back and the segment's calls run again with the guarded program, compiled then, from
     the same values, random state and sample rows: the fit then ends as a guarded one ends, at
     the first step whose loss or update was not finite, and the guarded program runs from there
-    on. Elsewhere every call runs the guarded program.
+    on (the two programs may round differently, so that step can lie a few steps from where a
+    fit guarded throughout would fail). Elsewhere every call runs the guarded program.
     """
 
     SEGMENT = 16

@@ -306,3 +306,45 @@ def _jax_top_k(op, **kwargs):
         return values, indices.astype("int32")
     return top_k
 
+
+class Settled(Op):
+    """Its inputs, unchanged, computed in full before anything that reads its outputs.
+
+    ``a, b = Settled()(a, b)`` (one input: one output). Under the JAX linker this is
+    ``jax.lax.optimization_barrier``: XLA neither fuses the computation of the inputs into their
+    readers nor computes them twice. The whole-matrix optimiser update uses it so that each of a
+    matrix's arrays is read once and written in place: fused, every new array recomputed the new
+    accumulator from the old one, and XLA copied the accumulator and the velocity at every step
+    to keep their old values for those readers.
+    """
+
+    __props__ = ()
+
+    def make_node(self, *values):
+        values = [pt.as_tensor_variable(v) for v in values]
+        return Apply(self, values, [v.type() for v in values])
+
+    def perform(self, node, inputs, outputs):
+        for value, out in zip(inputs, outputs):
+            out[0] = value
+
+    def infer_shape(self, fgraph, node, shapes):
+        return shapes
+
+
+@jax_funcify.register(Settled)
+def _jax_settled(op, node=None, **kwargs):
+    import jax
+
+    if node is not None and len(node.outputs) == 1:
+        return lambda value: jax.lax.optimization_barrier(value)
+    return lambda *values: jax.lax.optimization_barrier(values)
+
+
+def settled(values):
+    """{key: value} with every value computed in full before its readers (`Settled`)."""
+    keys = list(values)
+    if not keys:
+        return {}
+    out = Settled()(*(values[k] for k in keys))
+    return dict(zip(keys, out if isinstance(out, (list, tuple)) else [out]))

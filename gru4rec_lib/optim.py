@@ -27,7 +27,7 @@ import numpy as np
 import pytensor.tensor as pt
 from pytensor.ifelse import ifelse
 
-from gru4rec_lib.backend import FLOATX
+from gru4rec_lib.backend import FLOATX, settled
 
 logger = logging.getLogger(__name__)
 ITEM_UPDATES = ("auto", "rows", "matrix")
@@ -147,22 +147,31 @@ def _short(key):
 
 
 # ---------------------------------------------------------------- one parameter
-def step_values(opt, param, grad, old, count=None, counted=None):
+def step_values(opt, param, grad, old, count=None, counted=None, stage=None):
     """{short name: new value} of one optimiser step, the parameter's under "param".
 
     `old`: short state name -> old value (the whole parameter's, or gathered rows). `count` is
     Adam's global step number t; with per-row counts (`old["count"]`) each row's count grows by
-    `counted` (1, or 1 where a row was touched) and is its own t.
+    `counted` (1, or 1 where a row was touched) and is its own t. `stage`, when given, maps
+    {short name: new value} to the values the later rules read: it is applied to the moments
+    (and counts), then to the states computed from the direction (and the velocity), so that
+    each is computed in full before it is read (`matrix_update`).
     """
     new = moments(opt, grad, old)
     if "count" in old:  # Adam on an item matrix: each row counts its own steps
         new["count"] = old["count"] + counted
+    if stage is not None:
+        new = stage(new)
+    if "count" in old:
         count = pt.maximum(new["count"], 1).reshape((-1,) + (1,) * (grad.ndim - 1))
     d, extra = direction(opt, grad, old, new, count)
-    new.update(extra)
     change, velocity = descend(opt, param, d, old.get("velocity"))
     if velocity is not None:
-        new["velocity"] = velocity
+        extra["velocity"] = velocity
+    if stage is not None and extra:
+        extra = stage(extra)
+        change = extra.get("velocity", change)
+    new.update(extra)
     new["param"] = param + change
     return new
 
@@ -296,7 +305,7 @@ def _rows_finite(new, share):
     return all_finite(new.values(), share > 0)
 
 
-def matrix_update(opt, name, full, idx, grad, touched, state, summed=False):
+def matrix_update(opt, name, full, idx, grad, touched, state, summed=False, written=None):
     """New values of a whole item matrix and its state from the touched occurrences' gradients.
 
     The same step as `coalesce` + `row_values` + `rows_update`, computed over every row: the
@@ -305,6 +314,10 @@ def matrix_update(opt, name, full, idx, grad, touched, state, summed=False):
     (n_rows,); `matrix_write`). Fewer, larger operations than the row path: faster when the
     catalogue is not much larger than the rows one step touches (`use_matrix_update`).
     With `summed`, `grad` is that matrix already (`MatrixGrads`), not per occurrence.
+    With `written` (a scalar bool: whether the step applies at all) the values returned are
+    already written: the new ones on the touched rows when `written` holds, the old ones
+    elsewhere; each state is then written before the rules after it read it (`backend.Settled`),
+    so that every array is read once and updated in place.
     Returns ({key: new value}, mask).
     """
     if not summed:
@@ -313,7 +326,16 @@ def matrix_update(opt, name, full, idx, grad, touched, state, summed=False):
     hits = pt.inc_subtensor(pt.zeros((full.shape[0],), dtype=grad.dtype)[idx], touched.astype(grad.dtype))
     mask = (hits > 0).reshape((-1,) + (1,) * (grad.ndim - 1))
     old = {_short(k): v for k, v in state.items()}
-    new = step_values(opt, full, grad, old, counted=(hits > 0).astype(grad.dtype))
+    stage = None
+    if written is not None:
+        keep = mask & written
+        old_values = {**old, "param": full}
+
+        def stage(values):
+            return settled({k: pt.switch(_keep_unmasked(keep, v), v, old_values[k]) for k, v in values.items()})
+    new = step_values(opt, full, grad, old, counted=(hits > 0).astype(grad.dtype), stage=stage)
+    if written is not None:
+        new["param"] = pt.switch(keep, new["param"], full)
     out = {key: new[_short(key)] for key in state}
     out[name] = new["param"]
     return out, mask
@@ -381,13 +403,14 @@ def apply_gradients(opt, grad_cap, state, dense_grads, row_grads, loss, active, 
         row_state = {k: state[k] for k in opt.state_keys(name, sparse=True)}
         whole = isinstance(r, MatrixGrads)
         if whole or use_matrix_update(item_update, state[name].type.shape[0], r.idx.type.shape[0]):
-            values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
-                                         summed=whole)
             if guard:
+                values, mask = matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
+                                             summed=whole)
                 masked[name] = matrix_write(name, state[name], values, mask, row_state)
                 finite += all_finite(masked[name].values())  # untouched rows hold their old, finite values
             else:  # whether the step applies is part of the touched rows' mask: one select per array
-                written.update(matrix_write(name, state[name], values, mask & enough, row_state))
+                written.update(matrix_update(opt, name, state[name], r.idx, r.grad * scale, r.touched, row_state,
+                                             summed=whole, written=enough)[0])
             continue
         grad, share = coalesce(r.idx, r.grad * scale, r.touched)
         row_new[name] = (*row_values(opt, r.idx, r.rows, grad, row_state), share, row_state)

@@ -330,6 +330,24 @@ def test_a_store_refill_of_the_rows_still_needed_draws_what_a_whole_refill_would
     assert store().compile(needed=5000) == 1000 and store().compile(needed=1) == 64
 
 
+def test_settled_values_are_their_inputs_under_the_jax_linker():
+    """`backend.Settled` (XLA's optimisation barrier) changes no value, for one input and several,
+    and a graph reading its outputs computes what it computes without it."""
+    import pytensor.tensor as pt
+
+    a, b = pt.vector("a"), pt.matrix("b")
+    one = backend.Settled()(a * 2)
+    first, second = backend.Settled()(a + 1, b * b)
+    fn = backend.compile_fn([a, b], [one, first * 3, second.sum(axis=0)], reuse=False)
+    av, bv = np.arange(3, dtype=np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = fn(av, bv)
+    np.testing.assert_array_equal(got[0], av * 2)
+    np.testing.assert_array_equal(got[1], (av + 1) * 3)
+    np.testing.assert_array_equal(got[2], (bv * bv).sum(axis=0))
+    assert backend.settled({}) == {}
+    assert list(backend.settled({"x": a, "y": b})) == ["x", "y"]
+
+
 def test_programs_on_a_cpu_are_built_without_pytensor_elementwise_composites():
     """On a CPU PyTensor's elementwise fusion is left to XLA (`backend.compile_fn`): no composite
     operation in the compiled graph, and the values of the plain chain."""

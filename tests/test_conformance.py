@@ -98,7 +98,12 @@ def _matrix_path(opt, f_var, i_var, t_var, g_var, s_vars):
     return optim.matrix_write("E", f_var, values, mask, s_vars)
 
 
-@pytest.mark.parametrize("path", [_rows_path, _matrix_path], ids=["rows", "matrix"])
+def _written_path(opt, f_var, i_var, t_var, g_var, s_vars):
+    """The whole-matrix update as unguarded steps write it: masked and settled state by state."""
+    return optim.matrix_update(opt, "E", f_var, i_var, g_var, t_var, s_vars, written=pt.as_tensor_variable(np.array(True)))[0]
+
+
+@pytest.mark.parametrize("path", [_rows_path, _matrix_path, _written_path], ids=["rows", "matrix", "written"])
 @pytest.mark.parametrize("momentum", [0.0, 0.4])
 @pytest.mark.parametrize("adapt", ADAPTS)
 def test_rows_occurring_twice_take_one_step_on_their_summed_gradient(adapt, momentum, path):
@@ -133,6 +138,23 @@ def test_rows_occurring_twice_take_one_step_on_their_summed_gradient(adapt, mome
         want = want_p if key == "E" else want_state[key]
         np.testing.assert_allclose(got[key], want, rtol=2e-6, atol=1e-6, err_msg=key)
         np.testing.assert_array_equal(got[key][[0, 2, 4]], (full if key == "E" else state[key])[[0, 2, 4]])
+
+
+@pytest.mark.parametrize("adapt", ADAPTS)
+def test_a_step_not_written_changes_no_row(adapt):
+    """`written` false (a padding step): every array keeps its values, touched rows included."""
+    rng = np.random.default_rng(5)
+    opt = _opt(adapt, 0.4)
+    full, state = rng.normal(size=(5, 3)), _state_values(opt, "E", (5, 3), True, rng)
+    f_var = pt.dmatrix("E")
+    s_vars = {k: (pt.dvector(k) if k.startswith("count/") else pt.dmatrix(k)) for k in state}
+    idx = pt.as_tensor_variable(np.array([1, 3], np.int32))
+    out = optim.matrix_update(opt, "E", f_var, idx, pt.as_tensor_variable(rng.normal(size=(2, 3))),
+                              pt.as_tensor_variable(np.ones(2, bool)), s_vars, written=pt.as_tensor_variable(np.array(False)))[0]
+    keys = ["E", *state]
+    fn = pytensor.function([f_var, *s_vars.values()], [out[k] for k in keys], mode="FAST_COMPILE")
+    for key, value in zip(keys, fn(full, *state.values())):
+        np.testing.assert_array_equal(value, full if key == "E" else state[key], err_msg=key)
 
 
 def test_grad_cap_norm_runs_over_occurrences_before_the_l2_term():

@@ -125,16 +125,18 @@ def _late_failure(steps_per_call, sample_store):
 def test_a_late_non_finite_step_ends_the_fit_right_before_it(sample_store):
     """Calls after the first ones, across refills of the sample store (20 rows here) and whatever
     the steps per call: the model keeps exactly the steps before the failing one (each applied
-    step counts), all finite, and the failing step is the same for every K reading the same rows."""
-    failures = {K: _late_failure(K, sample_store) for K in (1, 4)}
-    for K, (minibatch, state) in failures.items():
+    step counts), all finite, and a second fit fails at the same step with the same weights.
+    (Which step overflows first depends on the rounding of the program that runs it, so fits
+    with different K may fail a few steps apart.)"""
+    for K in (1, 4):
+        minibatch, state = _late_failure(K, sample_store)
         assert minibatch > 32, (K, minibatch)  # past the first calls and the first refills
         assert int(state["step"]) == minibatch - 1, K
         assert all(np.isfinite(value).all() for value in state.values()), K
-    (first, state_1), (again, state_4) = failures[1], failures[4]
-    assert first == again
-    for name in ("Wy", "By", "Wh_0", "Wx_0"):
-        np.testing.assert_allclose(state_4[name], state_1[name], rtol=1e-4, err_msg=name)
+        again, state_again = _late_failure(K, sample_store)
+        assert again == minibatch, K
+        for name, value in state.items():
+            np.testing.assert_array_equal(state_again[name], value, err_msg=f"{name}, K={K}")
 
 
 @pytest.mark.slow
