@@ -334,19 +334,22 @@ def test_alias_table_implies_exactly_the_distribution(probabilities):
     np.testing.assert_allclose(implied, p, atol=1e-12)
 
 
-def _store(support, alpha, n_sample, store_size, steps_per_call, seed):
+def _store(support, alpha, n_sample, store_size, steps_per_call, seed, draw_on="auto"):
     return sampling.SampleStore(np.asarray(support), alpha, n_sample=n_sample, store_size=store_size,
                                steps_per_call=steps_per_call, rng=np.random.default_rng(seed),
-                               device=backend.resolve_device("cpu"))
+                               device=backend.resolve_device("cpu"), draw_on=draw_on)
 
 
 def _contents(store):
     return np.array(store.var.get_value(borrow=True))
 
 
-def test_sample_store_draws_by_support_to_the_alpha_on_the_device():
+@pytest.mark.parametrize("draw_on", ["host", "device"])
+def test_sample_store_draws_by_support_to_the_alpha(draw_on):
+    """Drawn by numpy (a CPU's way) or by a compiled program (a GPU's way, run here on the CPU)."""
     support = np.array([1, 4, 9, 16, 0, 25])
-    store = _store(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4, seed=0)
+    store = _store(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4, seed=0, draw_on=draw_on)
+    assert store.draw_on == draw_on
     rows, refilled = store.rows_for(np.array([True, True, False, True]))
     drawn = _contents(store)
     assert refilled and drawn.shape == (400, 50) and drawn.dtype == np.int32
@@ -358,19 +361,27 @@ def test_sample_store_draws_by_support_to_the_alpha_on_the_device():
     rows, refilled = store.rows_for(np.ones(4, bool))
     assert not refilled and rows.tolist() == [3, 4, 5, 6]
     np.testing.assert_array_equal(_contents(store), drawn)
-    again = _store(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4, seed=0)
+    again = _store(support, 0.5, n_sample=50, store_size=50 * 400, steps_per_call=4, seed=0, draw_on=draw_on)
+    again.prepare()  # drawn in a thread on the host, used at the next rows_for
     again.rows_for(np.ones(4, bool))
     np.testing.assert_array_equal(_contents(again), drawn)  # the seed fixes the draws
 
 
-def test_sample_store_redraws_when_used_up_and_per_step_when_small():
-    store = _store(np.ones(5), 1.0, n_sample=2, store_size=2 * 5, steps_per_call=2, seed=1)
+def test_sample_store_is_drawn_by_numpy_for_a_cpu_and_rejects_an_unknown_way():
+    assert _store(np.ones(3), 1.0, n_sample=2, store_size=20, steps_per_call=1, seed=0).draw_on == "host"
+    with pytest.raises(ValueError, match="draw_on must be"):
+        _store(np.ones(3), 1.0, n_sample=2, store_size=20, steps_per_call=1, seed=0, draw_on="gpu")
+
+
+@pytest.mark.parametrize("draw_on", ["host", "device"])
+def test_sample_store_redraws_when_used_up_and_per_step_when_small(draw_on):
+    store = _store(np.ones(5), 1.0, n_sample=2, store_size=2 * 5, steps_per_call=2, seed=1, draw_on=draw_on)
     store.rows_for(np.ones(2, bool))
     first = _contents(store)
     store.rows_for(np.ones(2, bool))
     rows, refilled = store.rows_for(np.ones(2, bool))  # 4 of 5 rows used: the next 2 do not fit
     assert refilled and rows.tolist() == [0, 1] and not np.array_equal(_contents(store), first)
-    tiny = _store(np.ones(5), 1.0, n_sample=4, store_size=7, steps_per_call=3, seed=2)
+    tiny = _store(np.ones(5), 1.0, n_sample=4, store_size=7, steps_per_call=3, seed=2, draw_on=draw_on)
     assert tiny.shape == (3, 4)
     rows_a, refilled_a = tiny.rows_for(np.array([True, False, True]))
     a = _contents(tiny)
