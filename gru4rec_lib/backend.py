@@ -121,7 +121,8 @@ def _rewrites(inputs, outputs, updates):
     """
     query = get_mode("JAX").provided_optimizer
     roots = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]) + list((updates or {}).values())
-    storage = [var.container.storage[0] for var in graph_inputs(list(inputs) + roots) if isinstance(var, SharedVariable)]
+    shared = [var for var in graph_inputs(list(inputs) + roots) if isinstance(var, SharedVariable)]
+    storage = [var.container.storage[0] for var in shared]
     platforms = programs.platforms(storage) or [default_platform()]
     return query.excluding("fusion") if platforms == ["cpu"] else query
 

@@ -100,7 +100,8 @@ def _matrix_path(opt, f_var, i_var, t_var, g_var, s_vars):
 
 def _written_path(opt, f_var, i_var, t_var, g_var, s_vars):
     """The whole-matrix update as unguarded steps write it: masked and settled state by state."""
-    return optim.matrix_update(opt, "E", f_var, i_var, g_var, t_var, s_vars, written=pt.as_tensor_variable(np.array(True)))[0]
+    written = pt.as_tensor_variable(np.array(True))
+    return optim.matrix_update(opt, "E", f_var, i_var, g_var, t_var, s_vars, written=written)[0]
 
 
 @pytest.mark.parametrize("path", [_rows_path, _matrix_path, _written_path], ids=["rows", "matrix", "written"])
@@ -149,8 +150,9 @@ def test_a_step_not_written_changes_no_row(adapt):
     f_var = pt.dmatrix("E")
     s_vars = {k: (pt.dvector(k) if k.startswith("count/") else pt.dmatrix(k)) for k in state}
     idx = pt.as_tensor_variable(np.array([1, 3], np.int32))
-    out = optim.matrix_update(opt, "E", f_var, idx, pt.as_tensor_variable(rng.normal(size=(2, 3))),
-                              pt.as_tensor_variable(np.ones(2, bool)), s_vars, written=pt.as_tensor_variable(np.array(False)))[0]
+    grad, touched = pt.as_tensor_variable(rng.normal(size=(2, 3))), pt.as_tensor_variable(np.ones(2, bool))
+    not_written = pt.as_tensor_variable(np.array(False))
+    out = optim.matrix_update(opt, "E", f_var, idx, grad, touched, s_vars, written=not_written)[0]
     keys = ["E", *state]
     fn = pytensor.function([f_var, *s_vars.values()], [out[k] for k in keys], mode="FAST_COMPILE")
     for key, value in zip(keys, fn(full, *state.values())):
