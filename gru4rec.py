@@ -296,7 +296,7 @@ class _TrainingCalls:
     the next one), `finish` those of the last.
 
     Where it pays (`pays`), the program runs without its per-step finiteness guard, and a check
-    after each call, read before the next one starts, tells whether every loss and gradient norm
+    at the end of each call (in the same program), read before the next one starts, tells whether every loss and gradient norm
     so far and every parameter and optimiser state is still finite: a non-finite value stays non-
     finite under every later step (`optim.absorbs_non_finite`), so the check sees whatever a step
     made non-finite. When it is not, the values kept at the start of the segment (copies taken
@@ -312,9 +312,8 @@ class _TrainingCalls:
 
     def __init__(self, model, cfg, store, variables, consts):
         self._model, self._cfg, self._variables, self._consts = model, cfg, variables, consts
-        checked = self.pays(cfg, model.n_items_, store)
-        self._program = model._compile_train(cfg, variables, consts, guard=not checked)
-        self._check = model._compile_check() if checked else None
+        self._checked = self.pays(cfg, model.n_items_, store)
+        self._program = model._compile_train(cfg, variables, consts, guard=not self._checked)
         self._segment = None  # (the values before its first call, the chunks of its calls)
         self._last = None  # (losses, finite) of the last call, finite not read yet (None: guarded)
 
@@ -333,12 +332,13 @@ class _TrainingCalls:
         """Run one call on `chunk` (inputs, targets, reset, active, sample rows); returns the
         previous call's losses (None for the first)."""
         previous = self.settle()
-        if self._check is not None:
+        if self._checked:
             if self._segment is None or len(self._segment[1]) >= self.SEGMENT:
                 self._segment = (self._program.snapshot(), [])
             self._segment[1].append(chunk)
-        losses = self._program(*chunk)
-        self._last = (losses, self._check() if self._check is not None else None)
+            self._last = tuple(self._program(*chunk))  # the losses, and the check of the values left
+        else:
+            self._last = (self._program(*chunk), None)
         return previous
 
     def settle(self, new_segment=False):
@@ -368,7 +368,7 @@ class _TrainingCalls:
         before, chunks = self._segment
         self._program.restore(before)
         self._program = self._model._compile_train(self._cfg, self._variables, self._consts, guard=True)
-        self._check = self._segment = None
+        self._checked, self._segment = False, None
         for chunk in chunks[:-1]:  # checked finite before: their losses were counted
             self._program(*chunk)
         return self._program(*chunks[-1])
@@ -887,15 +887,10 @@ class GRU4Rec(SequenceMixin, LiveSessionsMixin, SessionModel):
         outputs = self._train_step(cfg, names, B, *(seq[0] for seq in seqs), *(variables[n] for n in names), *consts,
                                    guard=guard)
         updates = dict(zip((variables[n] for n in names), outputs[:-1]))
-        return compile_fn(seqs, outputs[-1][None], updates, reuse=True, repeat=K, program=True)
-
-    @float32_graph
-    def _compile_check(self):
-        """Compile the check after unguarded steps: every loss and gradient norm so far finite
-        ("ok") and every parameter and optimiser state finite."""
-        values = list(self._state.values())
-        finite = pt.all(pt.stack([self._train_vars["ok"], *all_finite(values)]))
-        return compile_fn([], finite, donate=False, reuse=True, program=True)
+        # unguarded: the call also checks the values its K steps leave, in the same program: every
+        # loss and gradient norm so far finite ("ok"), every parameter and optimiser state finite
+        after = [] if guard else [pt.all(pt.stack([variables["ok"], *all_finite(list(self._state.values()))]))]
+        return compile_fn(seqs, outputs[-1][None], updates, reuse=True, repeat=K, program=True, after=after)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, data, retrain=False, callbacks=None, allow_pickle=False):

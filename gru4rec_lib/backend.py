@@ -16,7 +16,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode, get_mode
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Apply
+from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 from pytensor.graph.traversal import graph_inputs
 from pytensor.link.jax.dispatch import jax_funcify
@@ -71,7 +71,7 @@ def float32_graph(method):
     return wrapper
 
 
-def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1, program=False):
+def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1, program=False, after=()):
     """Compile with the JAX linker (donating updated buffers) and float32 as floatX.
 
     With `reuse` (and the compilation cache on), the compiled program is kept in the cache
@@ -82,16 +82,22 @@ def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1
     in the graph, have length `repeat` in a call, and each pass sees the previous pass's updates.
     With `program` the result is a `programs.Program` even with the cache off: programs that draw
     from one RandomType shared variable share its state (PyTensor functions each draw from a copy).
+    `after`: outputs computed from shared variables only, on the values a call leaves (after its
+    `repeat` passes), in the same program; a call then returns the outputs, then these.
     """
     _default_compilation_cache()
+    explicit = [var for var in graph_inputs(list(after)) if not isinstance(var, (SharedVariable, Constant))]
+    if explicit:
+        raise ValueError(f"`after` must read only shared variables that the program reads; it reads {explicit}")
     folder = programs_folder() if reuse else None
     key = None
     if folder:
         try:
-            key = programs.fingerprint(inputs, outputs, updates, donate, repeat)
+            key = programs.fingerprint(inputs, outputs, updates, donate, repeat, after)
         except programs.Uncacheable as err:
             logger.debug("compiled program not kept: %s", err)
-        loaded = key and programs.load(folder, key, inputs, outputs, updates)
+        read = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]) + list(after)
+        loaded = key and programs.load(folder, key, inputs, read if after else outputs, updates)
         if loaded:
             return loaded
     mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=_rewrites(inputs, outputs, updates))
@@ -101,10 +107,15 @@ def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1
         fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
     fn.trust_input = True  # inputs are built by this module with the right dtypes
     single = not isinstance(outputs, (list, tuple))
-    if repeat != 1 or (program and not key):
+    then = None
+    if after:
+        with warnings.catch_warnings(), _own_temporary_folder():
+            then = pytensor.function([], list(after), mode=Mode(linker=DonatingJAXLinker(donate=False),
+                                                                optimizer=_rewrites([], after, None)))
+    if repeat != 1 or after or (program and not key):
         if fn.maker.linker.scalar_shape_inputs:
             raise ValueError("a repeated function or a program needs static shapes")
-        return programs.from_function(fn, folder if key else None, key, single, repeat)
+        return programs.from_function(fn, folder if key else None, key, single, repeat, then)
     if key and not fn.maker.linker.scalar_shape_inputs:
         return programs.from_function(fn, folder, key, single)
     return fn

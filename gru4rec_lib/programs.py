@@ -144,13 +144,13 @@ def _describe_root(var, inputs):
     raise Uncacheable(f"root variable {var} is neither an input, a constant nor shared")
 
 
-def fingerprint(inputs, outputs, updates, donate, repeat=1):
+def fingerprint(inputs, outputs, updates, donate, repeat=1, after=()):
     """Hex digest naming the program of ``pytensor.function(inputs, outputs, updates=updates)``,
-    run `repeat` times per call (`from_function`)."""
+    run `repeat` times per call, then computing `after` from the updated values (`from_function`)."""
     dynamic = [var.name for var in inputs if None in getattr(var.type, "shape", (None,))]
     if dynamic:  # an exported program has the shapes it was exported with
         raise Uncacheable(f"inputs without a static shape: {dynamic}")
-    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    outputs = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]) + list(after)
     pairs = list(updates.items()) if updates else []
     roots = outputs + [value for _, value in pairs]
     text = _describe_graph(list(inputs), roots)
@@ -162,6 +162,8 @@ def fingerprint(inputs, outputs, updates, donate, repeat=1):
     text += f"\ndonate {donate}\n{_versions()}\npackage {_package_digest()}"
     if repeat != 1:
         text += f"\nrepeat {repeat}"
+    if after:
+        text += f"\nafter {len(after)}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -302,9 +304,27 @@ def _looped(function, n_inputs, n_outputs, updated, repeat):
     return looped
 
 
-def from_function(fn, folder, key, single, repeat=1):
+def _then(function, n_inputs, n_outputs, updated, after, after_positions):
+    """`function` followed by `after` on the shared values it leaves (`after_positions`: where
+    `after`'s inputs are among the shared values; `updated`: which of them `function` updates):
+    its outputs come after `function`'s explicit outputs, before the updated values."""
+    def run(*values):
+        out = function(*values)
+        shared = list(values[n_inputs:])
+        for position, value in zip(updated, out[n_outputs:]):
+            shared[position] = value
+        extra = after(*(shared[p] for p in after_positions))
+        return (*out[:n_outputs], *extra, *out[n_outputs:])
+    return run
+
+
+def from_function(fn, folder, key, single, repeat=1, after=None):
     """A `Program` running PyTensor function `fn` (JAX linker), `repeat` times per call (`_looped`:
     the loop is XLA's, so PyTensor rewrites and converts the graph of one pass only).
+
+    `after`, a PyTensor function (JAX linker) of shared variables only, then runs in the same
+    program on the values the call leaves: its outputs follow `fn`'s outputs (one XLA program, no
+    second call; `fn`'s outputs are then a list even when `single`).
 
     With a `folder`, at its first call it exports the program there under `key`, then runs it as
     `load` would, so a later process compiles exactly the same XLA program (and finds it in
@@ -322,8 +342,20 @@ def from_function(fn, folder, key, single, repeat=1):
     n_outputs = len(fgraph.outputs) - len(updated_positions)
     update_cells = [cells[i - n_inputs] for i in updated_positions]
     function = linker.raw_function
+    updated = [i - n_inputs for i in updated_positions]
     if repeat != 1:
-        function = _looped(function, n_inputs, n_outputs, [i - n_inputs for i in updated_positions], repeat)
+        function = _looped(function, n_inputs, n_outputs, updated, repeat)
+    if after is not None:
+        shared_names = [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))]
+        wanted = [inp.variable.name for inp in after.maker.inputs]
+        if any(inp.update is not None or not inp.shared for inp in after.maker.inputs) or \
+                not set(wanted) <= set(shared_names):
+            raise ValueError(f"`after` must read only shared variables that the program reads ({shared_names}); "
+                             f"it reads {wanted}")
+        n_after = len(after.maker.fgraph.outputs)
+        function = _then(function, n_inputs, n_outputs, updated, after.maker.linker.raw_function,
+                         [shared_names.index(name) for name in wanted])
+        n_outputs, single = n_outputs + n_after, False
     state = {}
 
     def first_call(*values):

@@ -296,6 +296,40 @@ def test_a_repeated_function_runs_its_graph_once_per_slice_carrying_its_updates(
     assert len(saved) == (1 if kept else 0)
 
 
+@pytest.mark.parametrize("kept", [False, True])
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_a_program_computes_its_after_outputs_on_the_values_a_call_leaves(tmp_path, restore_jax_cache_config, kept,
+                                                                        repeat):
+    """compile_fn(after=...): outputs of the shared variables alone, computed once per call on the
+    values the call's passes leave (the updated ones and the others), returned after the outputs;
+    the same from a kept program. `after` may read no explicit input."""
+    import pytensor.tensor as pt
+
+    if kept:
+        backend.enable_compilation_cache(tmp_path)
+    else:
+        backend.disable_compilation_cache()
+    device = backend.resolve_device("cpu")
+    xs = np.arange(3 * repeat, dtype=np.float32).reshape(repeat, 3) - 2
+    for _ in range(2):  # kept: the second compile loads the program the first one saved
+        total = backend.shared_on_device(np.zeros(3, np.float32), "total", device)
+        scale = backend.shared_on_device(np.float32(2), "scale", device)
+        x = pt.tensor("x", shape=(1, 3), dtype="float32")
+        new = total + x[0] * (scale / 2)
+        fn = backend.compile_fn([x], new.sum()[None], {total: new}, reuse=True, repeat=repeat,
+                                after=[total.max() * scale, pt.all(total < 100)])
+        sums, largest, small = fn(xs)
+        running = np.cumsum(xs, axis=0)
+        np.testing.assert_array_equal(np.asarray(sums), running.sum(axis=1))
+        assert float(largest) == 2 * running[-1].max() and bool(small)
+        _, largest, _ = fn(xs)  # the next call goes on from the updated total
+        assert float(largest) == 2 * (2 * running[-1]).max()
+    other = backend.shared_on_device(np.float32(1), "other", device)
+    for after in ([x.sum()], [other * 2]):
+        with pytest.raises(ValueError, match="only shared variables"):
+            backend.compile_fn([x], new.sum()[None], {total: new}, repeat=repeat, after=after)
+
+
 @pytest.mark.parametrize("kept, draw_on", [(False, "device"), (True, "device"), (False, "host")])
 def test_a_store_refill_of_the_rows_still_needed_draws_what_a_whole_refill_would(tmp_path, restore_jax_cache_config,
                                                                                  kept, draw_on, monkeypatch):
