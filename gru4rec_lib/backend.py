@@ -193,7 +193,9 @@ def device_put(value, device):
 def shared_on_device(value, name, device):
     """A shared variable whose storage already lives on `device` (set_value would copy it to numpy)."""
     value = np.asarray(value)
-    var = pytensor.shared(value, name=name, shape=value.shape)  # static shapes: static slices for JAX
+    # static shapes: static slices for JAX; borrowed: the storage is replaced by the device's copy
+    # at once, so PyTensor's own copy (40 MB for a default sample store) would be thrown away
+    var = pytensor.shared(value, name=name, shape=value.shape, borrow=True)
     var.container.storage[0] = device_put(value, device)
     return var
 
