@@ -49,6 +49,6 @@ setup(
         "test": ["pytest>=8", "optuna>=4.0,<6", "pyarrow>=15", "matplotlib>=3.7", "pgserver>=0.1.4",
                  "psycopg[binary]>=3.1", "psycopg2-binary>=2.9", "setuptools>=64", "wheel"],
     },
-    entry_points={"console_scripts": ["gru4rec=gru4rec_lib.cli:command", "gru4rec-tune=gru4rec_lib.tune:main",
+    entry_points={"console_scripts": ["gru4rec=gru4rec_lib.launch:command", "gru4rec-tune=gru4rec_lib.tune:main",
                                         "gru4rec-split=gru4rec_lib.splits:main"]},
 )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark the working tree
+from gru4rec_lib import launch  # noqa: E402 (light: nothing heavy imported yet)
 
 SHARED = dict(n_sample=2048, constrained_embedding=True, sample_alpha=0.75, learning_rate=0.05,
               show_progress=False, seed=42)
@@ -247,7 +248,8 @@ def main(argv=None):
     print(f"gru4rec speed ({info['mode']}), {info['date']}\n  machine: {info['cpu']}, {info['cores']} cores; "
           f"device {info['device']}\n  versions: {info['versions']}\n  command: {info['command']}\n"
           f"  load average {tuple(round(x, 1) for x in info['load_average'])} (above the core count: "
-          f"the numbers are low and noisy); compilation cache: {args.cache or 'off'}\n"
+          f"the numbers are low and noisy); compilation cache: {args.cache or 'off'}; "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} (gru4rec_lib/launch.py)\n"
           f"  floor of a step: memory {info['memory_bandwidth_gb_s']:.1f} GB/s, products "
           f"{info['matmul_gflop_s']:.0f} GFLOP/s (numpy, measured now)", flush=True)
     started, rows = time.perf_counter(), []
@@ -266,4 +268,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    launch.with_huge_pages()  # as the gru4rec command runs: huge pages for large catalogues
     sys.exit(main())

@@ -39,7 +39,7 @@ def test_wheel_ships_parameter_files_and_spaces(wheel_names):
 def test_wheel_declares_both_commands(wheel_names):
     (entry,) = [name for name in wheel_names if name.endswith("entry_points.txt")]
     lines = {line.replace(" ", "") for line in wheel_names[entry].decode().splitlines()}
-    assert {"gru4rec=gru4rec_lib.cli:command", "gru4rec-tune=gru4rec_lib.tune:main",
+    assert {"gru4rec=gru4rec_lib.launch:command", "gru4rec-tune=gru4rec_lib.tune:main",
             "gru4rec-split=gru4rec_lib.splits:main"} <= lines
 
 
