@@ -191,7 +191,9 @@ def device_put(value, device):
 
 
 def shared_on_device(value, name, device):
-    """A shared variable whose storage already lives on `device` (set_value would copy it to numpy)."""
+    """A shared variable whose storage already lives on `device` (set_value would copy it to numpy).
+    On a CPU the device array may share `value`'s memory (JAX does not copy an aligned array):
+    pass an array that nothing changes afterwards (this module's callers pass arrays they made)."""
     value = np.asarray(value)
     # static shapes: static slices for JAX; borrowed: the storage is replaced by the device's copy
     # at once, so PyTensor's own copy (40 MB for a default sample store) would be thrown away

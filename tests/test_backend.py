@@ -46,8 +46,6 @@ def test_shared_on_device_keeps_values_and_static_shape():
     var = backend.shared_on_device(value, "v", backend.resolve_device("cpu"))
     assert var.type.shape == (2, 3)
     np.testing.assert_array_equal(np.asarray(var.get_value(borrow=True)), value)
-    value[0, 0] = 99  # the variable holds its own copy on the device
-    assert float(np.asarray(var.get_value(borrow=True))[0, 0]) == 0
 
 
 @pytest.mark.slow
