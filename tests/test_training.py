@@ -373,6 +373,17 @@ def test_sample_store_is_drawn_by_numpy_for_a_cpu_and_rejects_an_unknown_way():
         _store(np.ones(3), 1.0, n_sample=2, store_size=20, steps_per_call=1, seed=0, draw_on="gpu")
 
 
+def test_a_failed_draw_in_the_background_fails_the_fit_with_its_error(monkeypatch):
+    """The first draw runs in a thread on a CPU: its exception reaches the caller of `fit`."""
+    def fail(self, rows, *generators):
+        raise MemoryError("no room for the sample store")
+
+    monkeypatch.setattr(sampling.SampleStore, "_draw_on_host", fail)
+    model = gru4rec.GRU4Rec(**{**COMMON, **FUSED, "n_epochs": 1})
+    with pytest.raises(MemoryError, match="no room for the sample store"):
+        model.fit(FUSED_DATA)
+
+
 @pytest.mark.parametrize("draw_on", ["host", "device"])
 def test_sample_store_redraws_when_used_up_and_per_step_when_small(draw_on):
     store = _store(np.ones(5), 1.0, n_sample=2, store_size=2 * 5, steps_per_call=2, seed=1, draw_on=draw_on)
