@@ -295,11 +295,11 @@ class _TrainingCalls:
     call returns the losses of the call before it (the device runs a call while the host builds
     the next one), `finish` those of the last.
 
-    Where it pays (`pays`), the program runs without its per-step finiteness guard, and a check
-    at the end of each call (in the same program), read before the next one starts, tells whether every loss and gradient norm
-    so far and every parameter and optimiser state is still finite: a non-finite value stays non-
-    finite under every later step (`optim.absorbs_non_finite`), so the check sees whatever a step
-    made non-finite. When it is not, the values kept at the start of the segment (copies taken
+    Where it pays (`pays`), the program runs without its per-step finiteness guard, and a check at
+    the end of each call (in the same program), read before the next one starts, tells whether
+    every loss and gradient norm so far and every parameter and optimiser state is still finite:
+    a non-finite value stays non-finite under every later step (`optim.absorbs_non_finite`), so
+    the check sees whatever a step made non-finite. When it is not, the values kept at the start of the segment (copies taken
     every SEGMENT calls, and after each refill of the sample store, whose rows the calls read)
     are put back and the segment's calls run again with the guarded program, compiled then, from
     the same values, random state and sample rows: the fit then ends as a guarded one ends, at

@@ -97,7 +97,7 @@ def compile_fn(inputs, outputs, updates=None, donate=True, reuse=False, repeat=1
         except programs.Uncacheable as err:
             logger.debug("compiled program not kept: %s", err)
         read = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]) + list(after)
-        loaded = key and programs.load(folder, key, inputs, read if after else outputs, updates)
+        loaded = key and programs.load(folder, key, inputs, read, updates)
         if loaded:
             return loaded
     mode = Mode(linker=DonatingJAXLinker(donate=donate), optimizer=_rewrites(inputs, outputs, updates))

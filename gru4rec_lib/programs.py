@@ -343,13 +343,13 @@ def from_function(fn, folder, key, single, repeat=1, after=None):
     update_cells = [cells[i - n_inputs] for i in updated_positions]
     function = linker.raw_function
     updated = [i - n_inputs for i in updated_positions]
+    # the RNG copy the linker made has no name: named after the original variable
+    shared_names = [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))]
     if repeat != 1:
         function = _looped(function, n_inputs, n_outputs, updated, repeat)
-    if after is not None:
-        shared_names = [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))]
+    if after is not None:  # its inputs are shared variables (`backend.compile_fn` refuses others)
         wanted = [inp.variable.name for inp in after.maker.inputs]
-        if any(inp.update is not None or not inp.shared for inp in after.maker.inputs) or \
-                not set(wanted) <= set(shared_names):
+        if not set(wanted) <= set(shared_names):
             raise ValueError(f"`after` must read only shared variables that the program reads ({shared_names}); "
                              f"it reads {wanted}")
         n_after = len(after.maker.fgraph.outputs)
@@ -369,10 +369,8 @@ def from_function(fn, folder, key, single, repeat=1, after=None):
             warnings.filterwarnings("ignore", message="Explicitly requested dtype")
             exported = jax.export.export(jax.jit(function),  # for the state's device, which
                                          platforms=platforms(values) or None)(*values)  # need not be the default
-        # the RNG copy the linker made has no name: name it after the original variable
         meta = {"format": FORMAT, "key": key, "n_inputs": n_inputs, "n_outputs": n_outputs, "single": single,
-                "shared": [linker.original_names[i] for i in range(n_inputs, len(fgraph.inputs))],
-                "donated": donated}
+                "shared": shared_names, "donated": donated}
         meta["updated"] = [meta["shared"][i - n_inputs] for i in updated_positions]
         body = bytes(exported.serialize())
         meta["sha256"] = hashlib.sha256(body).hexdigest()

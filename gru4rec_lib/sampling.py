@@ -4,7 +4,7 @@ Item i is drawn with probability proportional to support_i ** sample_alpha, with
 Walker's alias method; the store is drawn in advance and consumed one row per training step. A
 GPU draws it itself; for a CPU numpy draws it, beside the other work of the fit.
 """
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytensor
@@ -75,9 +75,9 @@ class SampleStore:
             draw_on = "host" if getattr(device, "platform", "cpu") == "cpu" else "device"
         if draw_on not in ("host", "device"):
             raise ValueError(f"draw_on must be 'auto', 'host' or 'device', got {draw_on!r}")
-        self.draw_on = draw_on
+        self.draw_on, self._pending = draw_on, None  # _pending: a host draw running in a thread (a Future)
         if draw_on == "host":
-            self._root, self._pending = rng, None  # refill j draws from rng's j-th spawned generators
+            self._root = rng  # refill j draws from rng's j-th spawned generators
             self._host_accept, self._host_alias = self.accept.astype(FLOATX), self.alias.astype(np.int32)
         else:
             self._rng = pytensor.shared(rng, name="sample_rng")
@@ -134,7 +134,7 @@ class SampleStore:
             if wait:
                 self._put(self._draw_on_host(rows, *generators))
             else:
-                self._pending = _Background(self._draw_on_host, rows, *generators)
+                self._pending = _in_background(self._draw_on_host, rows, *generators)
         self.cursor, self.filled = 0, rows
 
     def _draw_on_host(self, rows, columns_rng, keep_rng):
@@ -152,7 +152,7 @@ class SampleStore:
 
     def _settle(self):
         """Wait for a draw running in a thread and put its rows in the store."""
-        if self.draw_on == "host" and self._pending is not None:
+        if self._pending is not None:
             pending, self._pending = self._pending, None
             self._put(pending.result())
 
@@ -181,23 +181,11 @@ class SampleStore:
         return rows, refilled
 
 
-class _Background:
-    """`function(*args)` run in a daemon thread; `result()` waits for it and returns its value or
-    raises its exception."""
-
-    def __init__(self, function, *args):
-        self._value = self._error = None
-
-        def run():
-            try:
-                self._value = function(*args)
-            except BaseException as err:  # noqa: BLE001 (re-raised by result)
-                self._error = err
-        self._thread = threading.Thread(target=run, name="gru4rec-sample-store", daemon=True)
-        self._thread.start()
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
+def _in_background(function, *args):
+    """`function(*args)` started in a thread of its own; returns its Future (`result()` waits,
+    then returns its value or raises its exception)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gru4rec-sample-store")
+    try:
+        return pool.submit(function, *args)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one task

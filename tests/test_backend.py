@@ -302,7 +302,8 @@ def test_a_program_computes_its_after_outputs_on_the_values_a_call_leaves(tmp_pa
                                                                         repeat):
     """compile_fn(after=...): outputs of the shared variables alone, computed once per call on the
     values the call's passes leave (the updated ones and the others), returned after the outputs;
-    the same from a kept program. `after` may read no explicit input."""
+    the same from a kept program. `after` may read neither an explicit input nor a shared variable
+    the program does not read."""
     import pytensor.tensor as pt
 
     if kept:
